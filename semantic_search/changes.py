@@ -1,0 +1,134 @@
+"""Recording changes durably and handing them to the workers after commit.
+
+Public entry points for the paths that send no signals (``bulk_create``, ``QuerySet.update()``,
+raw SQL): :func:`index_objects` and :func:`forget_objects`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from django.contrib.contenttypes.models import ContentType
+from django.db import connections, models, router, transaction
+
+from . import conf
+
+logger = logging.getLogger(__name__)
+
+_UPSERT_PENDING = """
+INSERT INTO semantic_search_searchentry
+    (content_type_id, object_id, revision, state, language, search_config, text_hash,
+     attempts, last_error, changed_at)
+SELECT %s, pk, 1, 'pending', '', 'simple', '', 0, '', now()
+FROM unnest(%s::text[]) AS pk
+ON CONFLICT (content_type_id, object_id) DO UPDATE
+SET revision = semantic_search_searchentry.revision + 1, state = 'pending', attempts = 0,
+    last_error = '', changed_at = now()
+RETURNING id
+"""
+
+_DELETE_ENTRIES = """
+DELETE FROM semantic_search_searchentry
+WHERE content_type_id = %s AND object_id = ANY(%s::text[])
+"""
+
+
+def _content_type_id(model: type[models.Model], using: str) -> int:
+    return ContentType.objects.db_manager(using).get_for_model(model, for_concrete_model=True).id
+
+
+def record_saved(model: type[models.Model], pks: Iterable, using: str = "default") -> list[int]:
+    """Mark objects pending in the current transaction; enqueue them once it commits."""
+    keys = [str(pk) for pk in pks if pk is not None]
+    if not keys:
+        return []
+    with connections[using].cursor() as cursor:
+        cursor.execute(_UPSERT_PENDING, [_content_type_id(model, using), keys])
+        entry_ids = [row[0] for row in cursor.fetchall()]
+    enqueue_after_commit(entry_ids, using)
+    return entry_ids
+
+
+def record_deleted(model: type[models.Model], pks: Iterable, using: str = "default") -> None:
+    """Remove the objects' entries and vectors in the current transaction."""
+    keys = [str(pk) for pk in pks if pk is not None]
+    if keys:
+        with connections[using].cursor() as cursor:
+            cursor.execute(_DELETE_ENTRIES, [_content_type_id(model, using), keys])
+
+
+def index_objects(objects: models.QuerySet | Iterable[models.Model]) -> list[int]:
+    """(Re)index objects whose changes sent no signal, e.g. after ``bulk_create`` or
+    ``update()``: ``index_objects(Article.objects.filter(pk__in=ids))``."""
+    if isinstance(objects, models.QuerySet):
+        using = objects.db
+        return record_saved(objects.model, objects.values_list("pk", flat=True), using=using)
+    entry_ids: list[int] = []
+    for instance in objects:
+        using = instance._state.db or router.db_for_write(type(instance))
+        entry_ids += record_saved(type(instance), [instance.pk], using=using)
+    return entry_ids
+
+
+def forget_objects(model: type[models.Model], pks: Iterable, using: str | None = None) -> None:
+    """Remove objects from the index, e.g. after a raw ``DELETE``."""
+    record_deleted(model, pks, using=using or router.db_for_write(model))
+
+
+class _PendingBatch:
+    """An on-commit callback collecting the entry ids of one transaction."""
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self.entry_ids: list[int] = []
+
+    def __call__(self) -> None:
+        dispatch(sorted(set(self.entry_ids)), self.using)
+
+
+def enqueue_after_commit(entry_ids: list[int], using: str) -> None:
+    """Send the ids to the workers when the current transaction commits (one batch per
+    transaction, however many objects it saves)."""
+    connection = connections[using]
+    if not connection.in_atomic_block:
+        dispatch(entry_ids, using)
+        return
+    for _savepoints, callback, _robust in connection.run_on_commit:
+        if isinstance(callback, _PendingBatch):
+            callback.entry_ids.extend(entry_ids)
+            return
+    batch = _PendingBatch(using)
+    batch.entry_ids.extend(entry_ids)
+    transaction.on_commit(batch, using=using)
+
+
+def dispatch(entry_ids: list[int], using: str = "default") -> None:
+    """Index now (``SYNC`` mode) or send Celery tasks of ``TASK_BATCH_SIZE`` entries.
+
+    A broker outage is logged, not raised: the entries stay pending and the sweep or the
+    reindex command picks them up.
+    """
+    if not entry_ids:
+        return
+    if conf.get("SYNC"):
+        from .indexing import index_entries
+
+        index_entries(entry_ids, using=using)
+        return
+    from .tasks import index_entries_task
+
+    size = max(1, int(conf.get("TASK_BATCH_SIZE")))
+    options = {"queue": conf.get("QUEUE")} if conf.get("QUEUE") else {}
+    for start in range(0, len(entry_ids), size):
+        batch = entry_ids[start : start + size]
+        try:
+            index_entries_task.apply_async(args=[batch, using], retry=False, **options)
+        except Exception as exc:  # noqa: BLE001  (any broker failure must not fail the save)
+            logger.warning(
+                "semantic_search: could not enqueue %d entries (%s); they stay pending "
+                "until the sweep or `manage.py semantic_search_reindex` runs.",
+                len(entry_ids) - start,
+                exc,
+            )
+            return

@@ -1,0 +1,1 @@
+"""Django system checks: settings, extension, models and stored vectors, with actionable hints."""

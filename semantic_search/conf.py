@@ -1,0 +1,89 @@
+"""The ``SEMANTIC_SEARCH`` settings dict, with defaults for every key.
+
+Example::
+
+    SEMANTIC_SEARCH = {
+        "LANGUAGES": ["en", "de", "fr"],
+        "EMBEDDERS": {
+            "multilingual": {"MODEL": "packaged:multilingual-e5-small", "LANGUAGES": "*"},
+            "english": {"MODEL": "packaged:all-MiniLM-L6-v2", "LANGUAGES": ["en"]},
+        },
+    }
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+DEFAULT_EMBEDDERS: dict[str, dict[str, Any]] = {
+    "multilingual": {"MODEL": "packaged:multilingual-e5-small", "LANGUAGES": "*"},
+}
+
+DEFAULTS: dict[str, Any] = {
+    # Languages the site's content and queries are in (ISO 639-1); restricts detection.
+    "LANGUAGES": ["en"],
+    # Models registered from settings: {"app.Model": {"fields": {...}, "language_field": ...}}.
+    "MODELS": {},
+    # Fallback language when detection is unsure (None: the `simple` text search configuration).
+    "DEFAULT_LANGUAGE": None,
+    # name -> {"MODEL" | "BACKEND", "LANGUAGES": "*" | [...], "VERSION", "BATCH_SIZE", ...}
+    "EMBEDDERS": DEFAULT_EMBEDDERS,
+    # Chunking of long texts, in tokens of each embedder's tokenizer.
+    "CHUNK_OVERLAP_TOKENS": 32,
+    # Index synchronously inside the saving request (no broker needed).
+    "SYNC": False,
+    # Celery queue of the indexing tasks, and objects per task.
+    "QUEUE": None,
+    "TASK_BATCH_SIZE": 32,
+    "MAX_RETRIES": 5,
+    # Query side.
+    "CANDIDATES": 100,
+    "EF_SEARCH": 100,
+    "MAX_SCAN_TUPLES": 20000,
+    "FUSION": "rrf",
+    "RRF_K": 60,
+    "LANGUAGE_CONFIDENCE": 0.8,
+    "QUERY_CACHE_SIZE": 1024,
+}
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """One configured embedder: its settings entry, normalized."""
+
+    name: str
+    options: dict[str, Any]
+    languages: frozenset[str] | None  # None: every language
+
+    def serves(self, language: str | None) -> bool:
+        return self.languages is None or (language is not None and language in self.languages)
+
+    @property
+    def multilingual(self) -> bool:
+        return self.languages is None
+
+
+def get(key: str) -> Any:
+    """One setting, from ``settings.SEMANTIC_SEARCH`` or its default."""
+    user = getattr(settings, "SEMANTIC_SEARCH", {}) or {}
+    return user.get(key, DEFAULTS[key])
+
+
+def embedder_specs() -> list[EmbedderSpec]:
+    """The configured embedders, multilingual ones first."""
+    specs = []
+    for name, options in get("EMBEDDERS").items():
+        langs = options.get("LANGUAGES", "*")
+        languages = None if langs == "*" else frozenset(langs)
+        specs.append(EmbedderSpec(name=name, options=dict(options), languages=languages))
+    return sorted(specs, key=lambda spec: not spec.multilingual)
+
+
+def embedder_spec(name: str) -> EmbedderSpec:
+    for spec in embedder_specs():
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no embedder named {name!r} in SEMANTIC_SEARCH['EMBEDDERS']")

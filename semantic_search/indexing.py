@@ -1,0 +1,261 @@
+"""The indexer: from pending entries to full-text vectors and embeddings in the app's tables.
+
+    read entries + objects -> documents -> chunks -> one encode call per embedder
+    -> write (only where the entry's revision is unchanged)
+
+Idempotent: unchanged text (same hash, same embedder version) is not embedded again, and a
+result is written only if the entry has not changed since it was read, so two racing workers
+never leave an older text's vectors behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.contrib.contenttypes.models import ContentType
+from django.db import connections, transaction
+from django.utils import timezone
+
+from . import conf
+from .chunking import Chunk, chunk_text, text_hash
+from .embedders import get_embedder
+from .languages import search_config
+from .models import ChunkEmbedding, IndexState, SearchEntry
+from .registry import MAX_LEXICAL_CHARS, Document, Registration, get_registration, is_registered
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PlannedEntry:
+    """What one entry needs: its document, and per embedder the chunks to (re)write."""
+
+    entry_id: int
+    revision: int
+    document: Document
+    document_hash: str
+    embedders: list[str]
+    chunks: dict[str, list[Chunk]] = field(default_factory=dict)  # embedder -> all its chunks
+    reuse: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # hash -> vector
+
+
+@dataclass
+class IndexReport:
+    indexed: int = 0
+    skipped_unchanged: int = 0
+    superseded: int = 0
+    orphaned: int = 0
+    chunks_embedded: int = 0
+
+    def add(self, other: IndexReport) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def applicable_embedders(registration: Registration, language: str | None) -> list[str]:
+    """Embedder names for a document: every multilingual one, plus monolingual ones that
+    serve its language (optionally restricted by the registration)."""
+    names = []
+    for spec in conf.embedder_specs():
+        if registration.embedders is not None and spec.name not in registration.embedders:
+            continue
+        if spec.serves(language):
+            names.append(spec.name)
+    return names
+
+
+def document_hash(document: Document) -> str:
+    parts = "\x1f".join(f"{p.field}\x1e{p.weight}\x1e{p.text}" for p in document.parts)
+    return text_hash(f"{document.language or ''}\x1d{parts}")
+
+
+def index_entries(entry_ids: list[int], using: str = "default", force: bool = False) -> IndexReport:
+    """Index the given entries now (what the Celery task and the reindex command call)."""
+    report = IndexReport()
+    entries = list(
+        SearchEntry.objects.using(using)
+        .filter(id__in=entry_ids)
+        .values("id", "content_type_id", "object_id", "revision", "text_hash", "state")
+    )
+    by_type: dict[int, list[dict]] = defaultdict(list)
+    for entry in entries:
+        by_type[entry["content_type_id"]].append(entry)
+    for content_type_id, group in by_type.items():
+        model = ContentType.objects.db_manager(using).get_for_id(content_type_id).model_class()
+        if model is None or not is_registered(model):
+            report.orphaned += _delete_entries([e["id"] for e in group], using)
+            continue
+        report.add(_index_group(get_registration(model), group, using, force))
+    return report
+
+
+def _index_group(
+    registration: Registration, entries: list[dict], using: str, force: bool
+) -> IndexReport:
+    report = IndexReport()
+    model = registration.model
+    objects = model._base_manager.using(using).in_bulk([e["object_id"] for e in entries])
+    objects = {str(pk): obj for pk, obj in objects.items()}
+    missing = [e["id"] for e in entries if e["object_id"] not in objects]
+    report.orphaned += _delete_entries(missing, using)
+    existing = _existing_chunks([e["id"] for e in entries if e["object_id"] in objects], using)
+
+    plans = []
+    for entry in entries:
+        instance = objects.get(entry["object_id"])
+        if instance is None:
+            continue
+        plan = _plan(registration, entry, instance, existing.get(entry["id"], {}), force)
+        if plan is None:
+            report.skipped_unchanged += 1
+        else:
+            plans.append(plan)
+    vectors = _embed(plans)
+    report.chunks_embedded += sum(len(v) for v in vectors.values())
+    written, superseded = _write(plans, vectors, using)
+    report.indexed += written
+    report.superseded += superseded
+    return report
+
+
+def _existing_chunks(entry_ids: list[int], using: str) -> dict[int, dict[str, dict]]:
+    """entry -> embedder -> {"version": ..., "hashes": [...], "vectors": {hash: vector}}."""
+    result: dict[int, dict[str, dict]] = defaultdict(dict)
+    rows = (
+        ChunkEmbedding.objects.using(using)
+        .filter(entry_id__in=entry_ids)
+        .order_by("entry_id", "embedder", "chunk")
+        .values_list("entry_id", "embedder", "embedder_version", "text_hash", "vector")
+    )
+    for entry_id, embedder, version, chunk_hash, vector in rows:
+        slot = result[entry_id].setdefault(
+            embedder, {"versions": set(), "hashes": [], "vectors": {}}
+        )
+        slot["versions"].add(version)
+        slot["hashes"].append(chunk_hash)
+        slot["vectors"][chunk_hash] = vector
+    return result
+
+
+def _plan(
+    registration: Registration, entry: dict, instance, existing: dict[str, dict], force: bool
+) -> PlannedEntry | None:
+    document = registration.document(instance)
+    digest = document_hash(document)
+    names = applicable_embedders(registration, document.language)
+    plan = PlannedEntry(entry["id"], entry["revision"], document, digest, names)
+    unchanged = not force and entry["state"] == IndexState.INDEXED and entry["text_hash"] == digest
+    overlap = int(conf.get("CHUNK_OVERLAP_TOKENS"))
+    for name in names:
+        embedder = get_embedder(name)
+        current = existing.get(name)
+        if unchanged and current and current["versions"] == {embedder.version}:
+            continue
+        plan.chunks[name] = chunk_text(document.text, embedder, overlap=overlap)
+        if current and current["versions"] == {embedder.version} and not force:
+            plan.reuse[name] = current["vectors"]
+    stale_embedders = set(existing) - set(names)
+    if unchanged and not plan.chunks and not stale_embedders:
+        return None
+    return plan
+
+
+def _embed(plans: list[PlannedEntry]) -> dict[str, dict[str, np.ndarray]]:
+    """One encode call per embedder over all chunks that have no reusable vector."""
+    todo: dict[str, dict[str, str]] = defaultdict(dict)  # embedder -> hash -> text
+    for plan in plans:
+        for name, chunks in plan.chunks.items():
+            reusable = plan.reuse.get(name, {})
+            for chunk in chunks:
+                if chunk.text_hash not in reusable:
+                    todo[name][chunk.text_hash] = chunk.text
+    vectors: dict[str, dict[str, np.ndarray]] = {}
+    for name, texts in todo.items():
+        hashes = list(texts)
+        encoded = get_embedder(name).encode_passages([texts[h] for h in hashes])
+        vectors[name] = dict(zip(hashes, encoded, strict=True))
+    return vectors
+
+
+_LOCK_REVISIONS = (
+    "SELECT id, revision FROM semantic_search_searchentry WHERE id = ANY(%s) FOR UPDATE"
+)
+
+
+def _tsvector_sql(document: Document, config: str) -> tuple[str, list]:
+    pieces, params = [], []
+    for part in document.parts:
+        pieces.append("setweight(to_tsvector(%s::regconfig, %s), %s)")
+        params += [config, part.text[:MAX_LEXICAL_CHARS], part.weight]
+    return (" || ".join(pieces) or "''::tsvector"), params
+
+
+def _write(
+    plans: list[PlannedEntry], vectors: dict[str, dict[str, np.ndarray]], using: str
+) -> tuple[int, int]:
+    """Write results for entries whose revision is unchanged; return (written, superseded)."""
+    if not plans:
+        return 0, 0
+    now = timezone.now()
+    with transaction.atomic(using=using), connections[using].cursor() as cursor:
+        cursor.execute(_LOCK_REVISIONS, [[p.entry_id for p in plans]])
+        current = dict(cursor.fetchall())
+        fresh = [p for p in plans if current.get(p.entry_id) == p.revision]
+        for plan in fresh:
+            config = search_config(plan.document.language)
+            tsvector, params = _tsvector_sql(plan.document, config)
+            cursor.execute(
+                f"UPDATE semantic_search_searchentry SET search_vector = {tsvector}, "
+                "language = %s, search_config = %s, text_hash = %s, state = %s, attempts = 0, "
+                "last_error = '', indexed_at = %s WHERE id = %s",
+                [*params, plan.document.language or "", config, plan.document_hash,
+                 IndexState.INDEXED, now, plan.entry_id],
+            )
+        _replace_chunks(fresh, vectors, using)
+    return len(fresh), len(plans) - len(fresh)
+
+
+def _replace_chunks(
+    plans: list[PlannedEntry], vectors: dict[str, dict[str, np.ndarray]], using: str
+) -> None:
+    """Delete each entry's chunks of re-embedded or no-longer-applicable embedders, then
+    insert the new ones."""
+    rows = []
+    for plan in plans:
+        untouched = set(plan.embedders) - set(plan.chunks)
+        ChunkEmbedding.objects.using(using).filter(entry_id=plan.entry_id).exclude(
+            embedder__in=untouched
+        ).delete()
+        for name, chunks in plan.chunks.items():
+            version = get_embedder(name).version
+            for chunk in chunks:
+                vector = plan.reuse.get(name, {}).get(chunk.text_hash)
+                if vector is None:
+                    vector = vectors[name][chunk.text_hash]
+                rows.append(
+                    ChunkEmbedding(
+                        entry_id=plan.entry_id, embedder=name, embedder_version=version,
+                        chunk=chunk.index, text_hash=chunk.text_hash, start=chunk.start,
+                        end=chunk.end, vector=vector,
+                    )
+                )
+    ChunkEmbedding.objects.using(using).bulk_create(rows, batch_size=500)
+
+
+def _delete_entries(entry_ids: list[int], using: str) -> int:
+    if not entry_ids:
+        return 0
+    SearchEntry.objects.using(using).filter(id__in=entry_ids).delete()
+    return len(entry_ids)
+
+
+def mark_failed(entry_ids: list[int], error: str, using: str = "default") -> None:
+    """Record a failure on the entries (they are retried by the sweep up to MAX_RETRIES)."""
+    from django.db.models import F
+
+    SearchEntry.objects.using(using).filter(id__in=entry_ids).update(
+        state=IndexState.FAILED, attempts=F("attempts") + 1, last_error=error[:2000]
+    )

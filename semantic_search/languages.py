@@ -1,0 +1,173 @@
+"""Language detection (deterministic langdetect + script evidence) and text search configurations.
+
+Documents and queries are detected the same way: restricted to the site's languages, with the
+script of the text as evidence, and an unsure answer returned as ``None`` so callers fall back to
+the multilingual model and the ``simple`` configuration.
+"""
+
+from __future__ import annotations
+
+import threading
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+
+# ISO 639-1 -> PostgreSQL text search configuration (those shipped with PostgreSQL).
+SEARCH_CONFIGS: dict[str, str] = {
+    "ar": "arabic", "hy": "armenian", "eu": "basque", "ca": "catalan", "da": "danish",
+    "nl": "dutch", "en": "english", "et": "estonian", "fi": "finnish", "fr": "french",
+    "de": "german", "el": "greek", "hi": "hindi", "hu": "hungarian", "id": "indonesian",
+    "ga": "irish", "it": "italian", "lt": "lithuanian", "ne": "nepali", "no": "norwegian",
+    "nb": "norwegian", "pt": "portuguese", "ro": "romanian", "ru": "russian", "sr": "serbian",
+    "es": "spanish", "sv": "swedish", "ta": "tamil", "tr": "turkish", "yi": "yiddish",
+}
+FALLBACK_CONFIG = "simple"
+
+# Languages whose words Postgres does not segment: the lexical arm cannot serve them.
+UNSEGMENTED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "km", "my"})
+
+# Unicode scripts that point at a small set of languages.
+SCRIPT_LANGUAGES: dict[str, frozenset[str]] = {
+    "CYRILLIC": frozenset({"ru", "uk", "bg", "sr", "mk", "be", "kk"}),
+    "GREEK": frozenset({"el"}),
+    "ARABIC": frozenset({"ar", "fa", "ur"}),
+    "HEBREW": frozenset({"he", "yi"}),
+    "DEVANAGARI": frozenset({"hi", "mr", "ne"}),
+    "THAI": frozenset({"th"}),
+    "HANGUL": frozenset({"ko"}),
+    "HIRAGANA": frozenset({"ja"}),
+    "KATAKANA": frozenset({"ja"}),
+    "CJK": frozenset({"zh", "ja"}),
+    "ARMENIAN": frozenset({"hy"}),
+    "TAMIL": frozenset({"ta"}),
+}
+
+
+def search_config(language: str | None) -> str:
+    """The PostgreSQL text search configuration for an ISO 639-1 code (``simple`` if none)."""
+    return SEARCH_CONFIGS.get(normalize_code(language) or "", FALLBACK_CONFIG)
+
+
+def normalize_code(language: str | None) -> str | None:
+    """``"de-DE"`` / ``"de_DE"`` / ``"DE"`` -> ``"de"``; ``"zh-cn"`` -> ``"zh"``; blank -> None."""
+    if not language:
+        return None
+    code = str(language).strip().lower().replace("_", "-").split("-")[0]
+    return code or None
+
+
+def _script_of(char: str) -> str | None:
+    try:
+        name = unicodedata.name(char)
+    except ValueError:
+        return None
+    if name.startswith("CJK"):
+        return "CJK"
+    head = name.split(" ", 1)[0]
+    if head in SCRIPT_LANGUAGES:
+        return head
+    if head == "LATIN":
+        return "LATIN"
+    return None
+
+
+def dominant_script(text: str) -> tuple[str | None, float]:
+    """The most frequent script among the text's letters and its share of them."""
+    counts = Counter(s for s in map(_script_of, text) if s is not None)
+    if not counts:
+        return None, 0.0
+    script, count = counts.most_common(1)[0]
+    if script in {"HIRAGANA", "KATAKANA"} or (
+        script == "CJK" and (counts["HIRAGANA"] + counts["KATAKANA"]) > 0
+    ):
+        script = "HIRAGANA"  # any kana means Japanese
+    return script, count / sum(counts.values())
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A detected language (``None`` when unsure), its confidence and how it was decided."""
+
+    language: str | None
+    confidence: float
+    method: str
+
+
+_factory_lock = threading.Lock()
+_factory = None
+
+
+def _langdetect_factory():
+    """langdetect's profiles, loaded once, with a fixed seed (deterministic answers)."""
+    global _factory
+    with _factory_lock:
+        if _factory is None:
+            from langdetect import detector_factory
+
+            factory = detector_factory.DetectorFactory()
+            factory.load_profile(detector_factory.PROFILES_DIRECTORY)
+            factory.seed = 0
+            _factory = factory
+        return _factory
+
+
+def _langdetect_probabilities(text: str, allowed: frozenset[str] | None) -> dict[str, float]:
+    from langdetect.lang_detect_exception import LangDetectException
+
+    factory = _langdetect_factory()
+    detector = factory.create()
+    if allowed:
+        known = set(factory.get_lang_list())
+        prior = {code: (1.0 if normalize_code(code) in allowed else 0.0) for code in known}
+        if any(prior.values()):
+            detector.set_prior_map(prior)
+    detector.append(text)
+    try:
+        ranked = detector.get_probabilities()
+    except LangDetectException:
+        return {}
+    probabilities: dict[str, float] = {}
+    for item in ranked:
+        code = normalize_code(item.lang)
+        probabilities[code] = probabilities.get(code, 0.0) + item.prob
+    return probabilities
+
+
+def detect_language(
+    text: str,
+    allowed: list[str] | frozenset[str] | None = None,
+    threshold: float = 0.8,
+) -> Detection:
+    """Detect ``text``'s language among ``allowed`` (ISO 639-1 codes; None: any).
+
+    Script evidence decides when a script maps to exactly one allowed language (Greek, Thai,
+    Cyrillic on a site whose only Cyrillic language is Russian, ...). Otherwise langdetect
+    decides if its probability reaches ``threshold``; below it the answer is ``None``.
+    """
+    allowed_set = frozenset(filter(None, map(normalize_code, allowed))) if allowed else None
+    if not text or not any(ch.isalpha() for ch in text):
+        return Detection(None, 0.0, "no-letters")
+    script, share = dominant_script(text)
+    if script and script != "LATIN" and share >= 0.5:
+        candidates = SCRIPT_LANGUAGES[script]
+        if allowed_set is not None:
+            candidates = candidates & allowed_set
+        if len(candidates) == 1:
+            return Detection(next(iter(candidates)), share, "script")
+        if not candidates:
+            return Detection(None, 0.0, "script-not-allowed")
+    elif script == "LATIN" and allowed_set is not None:
+        latin = {c for c in allowed_set if not any(c in v for v in SCRIPT_LANGUAGES.values())}
+        if len(latin) == 1:
+            return Detection(next(iter(latin)), share, "script")
+        if not latin:
+            return Detection(None, 0.0, "script-not-allowed")
+    probabilities = _langdetect_probabilities(text, allowed_set)
+    if not probabilities:
+        return Detection(None, 0.0, "undetectable")
+    language, probability = max(probabilities.items(), key=lambda item: item[1])
+    if allowed_set is not None and language not in allowed_set:
+        return Detection(None, probability, "not-allowed")
+    if probability < threshold:
+        return Detection(None, probability, "unsure")
+    return Detection(language, probability, "langdetect")

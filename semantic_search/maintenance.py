@@ -1,0 +1,162 @@
+"""Finding work (pending, failed, stale, missing, orphaned) for the sweep, reindex and status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import Exists, OuterRef, Q, QuerySet, TextField
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from . import conf
+from .changes import dispatch, record_saved
+from .embedders import get_embedder
+from .models import ChunkEmbedding, IndexState, SearchEntry
+from .registry import Registration, registrations
+
+SWEEP_GRACE = timedelta(minutes=2)
+
+
+def _content_type(registration: Registration, using: str) -> ContentType:
+    return ContentType.objects.db_manager(using).get_for_model(registration.model)
+
+
+def entries(registration: Registration, using: str) -> QuerySet[SearchEntry]:
+    return SearchEntry.objects.using(using).filter(
+        content_type=_content_type(registration, using)
+    )
+
+
+def missing_pks(registration: Registration, using: str) -> QuerySet:
+    """Primary keys of objects that have no entry (saved with no signal, or lost in a crash)."""
+    content_type = _content_type(registration, using)
+    has_entry = SearchEntry.objects.using(using).filter(
+        content_type=content_type, object_id=OuterRef("pk_text")
+    )
+    return (
+        registration.model._base_manager.using(using)
+        .annotate(pk_text=Cast("pk", TextField()))
+        .filter(~Exists(has_entry))
+        .values_list("pk", flat=True)
+    )
+
+
+def orphaned(registration: Registration, using: str) -> QuerySet[SearchEntry]:
+    """Entries whose object is gone (deleted by raw SQL or with signals disconnected)."""
+    objects = (
+        registration.model._base_manager.using(using)
+        .annotate(pk_text=Cast("pk", TextField()))
+        .filter(pk_text=OuterRef("object_id"))
+    )
+    return entries(registration, using).filter(~Exists(objects))
+
+
+def _current_versions() -> dict[str, str]:
+    return {spec.name: get_embedder(spec.name).version for spec in conf.embedder_specs()}
+
+
+def stale(registration: Registration, using: str) -> QuerySet[SearchEntry]:
+    """Indexed entries whose vectors come from another model version, or from an embedder
+    that is no longer configured, or that lack an embedder that now applies to them."""
+    versions = _current_versions()
+    current = Q()
+    for name, version in versions.items():
+        current |= Q(embedder=name, embedder_version=version)
+    outdated = ChunkEmbedding.objects.using(using).filter(entry=OuterRef("pk")).exclude(current)
+    lacking = Q()
+    for spec in conf.embedder_specs():
+        if registration.embedders is not None and spec.name not in registration.embedders:
+            continue
+        has_chunks = ChunkEmbedding.objects.using(using).filter(
+            entry=OuterRef("pk"), embedder=spec.name
+        )
+        served = Q() if spec.languages is None else Q(language__in=sorted(spec.languages))
+        lacking |= served & ~Exists(has_chunks)
+    non_empty = ~Q(search_vector=None) & ~Q(search_vector="")
+    return entries(registration, using).filter(state=IndexState.INDEXED).filter(
+        Exists(outdated) | (non_empty & lacking)
+    )
+
+
+def work_ids(
+    registration: Registration, using: str, force: bool = False, record_missing: bool = True
+) -> list[int]:
+    """Entry ids the reindex command should process (recording missing objects first)."""
+    if record_missing:
+        pks = list(missing_pks(registration, using).iterator(chunk_size=2000))
+        for start in range(0, len(pks), 2000):
+            record_saved(registration.model, pks[start : start + 2000], using=using)
+    if force:
+        return list(entries(registration, using).order_by("id").values_list("id", flat=True))
+    todo = entries(registration, using).filter(
+        Q(state__in=[IndexState.PENDING, IndexState.FAILED]) | Q(pk__in=stale(registration, using))
+    )
+    return list(todo.order_by("id").values_list("id", flat=True))
+
+
+def sweep(using: str = "default") -> int:
+    """Enqueue entries recorded but not indexed (older than a grace period), failed entries
+    that still have attempts left, and objects that never got an entry."""
+    cutoff = timezone.now() - SWEEP_GRACE
+    ids: list[int] = []
+    for registration in registrations():
+        for pks in _batched(list(missing_pks(registration, using)), 2000):
+            record_saved(registration.model, pks, using=using)
+        ids += entries(registration, using).filter(
+            Q(state=IndexState.PENDING, changed_at__lt=cutoff)
+            | Q(state=IndexState.FAILED, attempts__lt=int(conf.get("MAX_RETRIES")))
+        ).values_list("id", flat=True)
+    dispatch(sorted(ids), using)
+    return len(ids)
+
+
+def _batched(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass
+class StatusRow:
+    model: str
+    embedder: str
+    objects: int
+    indexed: int
+    stale: int
+    pending: int
+    failed: int
+    missing: int
+    orphaned: int
+
+
+def status(using: str = "default") -> list[StatusRow]:
+    """Per registered model and embedder: how many objects are indexed, stale, pending, ..."""
+    rows = []
+    versions = _current_versions()
+    for registration in registrations():
+        all_entries = entries(registration, using)
+        objects = registration.model._base_manager.using(using).count()
+        pending = all_entries.filter(state=IndexState.PENDING).count()
+        failed = all_entries.filter(state=IndexState.FAILED).count()
+        stale_count = stale(registration, using).count()
+        missing = missing_pks(registration, using).count()
+        orphan_count = orphaned(registration, using).count()
+        for spec in conf.embedder_specs():
+            if registration.embedders is not None and spec.name not in registration.embedders:
+                continue
+            indexed = (
+                all_entries.filter(state=IndexState.INDEXED)
+                .filter(
+                    chunks__embedder=spec.name, chunks__embedder_version=versions[spec.name]
+                )
+                .distinct()
+                .count()
+            )
+            rows.append(
+                StatusRow(
+                    registration.label, spec.name, objects, indexed, stale_count, pending,
+                    failed, missing, orphan_count,
+                )
+            )
+    return rows

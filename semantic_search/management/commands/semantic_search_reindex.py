@@ -1,0 +1,99 @@
+"""Index what is pending, failed, stale or missing (or everything with --force), in batches."""
+
+from __future__ import annotations
+
+import time
+
+from django.apps import apps
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from semantic_search import conf
+from semantic_search.changes import dispatch
+from semantic_search.indexes import ensure_vector_indexes
+from semantic_search.indexing import IndexReport, index_entries
+from semantic_search.maintenance import entries, work_ids
+from semantic_search.models import IndexState
+from semantic_search.registry import get_registration, registrations
+
+
+class Command(BaseCommand):
+    help = (
+        "Index registered models: by default only pending, failed, stale and missing objects "
+        "(so a second run after a crash resumes where the first stopped); --force re-embeds all."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("models", nargs="*", help="app_label.Model (default: all registered)")
+        parser.add_argument("--force", action="store_true", help="re-index every object")
+        parser.add_argument("--batch-size", type=int, default=64)
+        parser.add_argument(
+            "--async", dest="use_workers", action="store_true",
+            help="send batches to the Celery workers instead of indexing in this process",
+        )
+        parser.add_argument(
+            "--wait", action="store_true", help="with --async: show progress until done"
+        )
+        parser.add_argument("--database", default="default")
+        parser.add_argument("--no-progress", action="store_true")
+
+    def handle(self, *labels, force, batch_size, use_workers, wait, database, no_progress, **_):
+        targets = self._registrations(labels)
+        ensure_vector_indexes(using=database)
+        for registration in targets:
+            ids = work_ids(registration, database, force=force)
+            label = registration.label
+            if not ids:
+                self.stdout.write(f"{label}: nothing to do")
+                continue
+            if use_workers:
+                self._enqueue(registration, ids, batch_size, database, wait, no_progress)
+            else:
+                report = self._index_here(ids, batch_size, database, force, label, no_progress)
+                self.stdout.write(
+                    f"{label}: {report.indexed} indexed, {report.skipped_unchanged} unchanged, "
+                    f"{report.superseded} superseded, {report.orphaned} orphans removed, "
+                    f"{report.chunks_embedded} chunks embedded"
+                )
+
+    def _registrations(self, labels):
+        if not labels:
+            return registrations()
+        try:
+            return [get_registration(apps.get_model(label)) for label in labels]
+        except (LookupError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+
+    def _index_here(self, ids, batch_size, database, force, label, no_progress) -> IndexReport:
+        total = IndexReport()
+        with tqdm(total=len(ids), desc=label, unit="obj", disable=no_progress) as bar:
+            for start in range(0, len(ids), batch_size):
+                batch = ids[start : start + batch_size]
+                total.add(index_entries(batch, using=database, force=force))
+                bar.update(len(batch))
+        return total
+
+    def _enqueue(self, registration, ids, batch_size, database, wait, no_progress):
+        if conf.get("SYNC"):
+            raise CommandError("--async needs a broker, but SEMANTIC_SEARCH['SYNC'] is on.")
+        if force_states := entries(registration, database).filter(id__in=ids).exclude(
+            state=IndexState.PENDING
+        ):
+            force_states.update(state=IndexState.PENDING)
+        for start in range(0, len(ids), batch_size):
+            dispatch(ids[start : start + batch_size], database)
+        self.stdout.write(f"{registration.label}: {len(ids)} objects sent to the workers")
+        if wait:
+            wait_for_workers(registration, ids, database, disable=no_progress)
+
+
+def wait_for_workers(registration, ids, database, disable=False, poll=0.5) -> None:
+    """A progress bar over the given entries until none is pending."""
+    pending_qs = entries(registration, database).filter(id__in=ids, state=IndexState.PENDING)
+    with tqdm(total=len(ids), desc=registration.label, unit="obj", disable=disable) as bar:
+        while True:
+            done = len(ids) - pending_qs.count()
+            bar.update(done - bar.n)
+            if done >= len(ids):
+                return
+            time.sleep(poll)

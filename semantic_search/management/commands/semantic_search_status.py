@@ -1,0 +1,34 @@
+"""Per registered model and embedder: indexed, stale, pending, failed, missing, orphaned."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from django.core.management.base import BaseCommand
+
+from semantic_search.maintenance import status
+
+
+class Command(BaseCommand):
+    help = "Show the state of the search index per model and embedder."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--database", default="default")
+        parser.add_argument("--json", action="store_true", help="print JSON rows")
+
+    def handle(self, *args, database, json: bool = False, **options):
+        rows = status(using=database)
+        if json:
+            self.stdout.write(_json([asdict(row) for row in rows]))
+            return
+        headers = ["model", "embedder", "objects", "indexed", "stale", "pending", "failed",
+                   "missing", "orphaned"]
+        table = [headers] + [[str(v) for v in asdict(row).values()] for row in rows]
+        widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+        for line in table:
+            self.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+
+
+def _json(value) -> str:
+    return json.dumps(value)

@@ -1,0 +1,80 @@
+"""The app's own tables: one search entry per registered object, one row per embedded chunk.
+
+Registering a model never changes its table: everything lives here, keyed by content type
+and primary key (as text, so integer, UUID and string keys all work).
+"""
+
+from django.contrib.contenttypes.models import ContentType
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
+from django.db import models
+from pgvector.django import VectorField
+
+
+class IndexState(models.TextChoices):
+    PENDING = "pending", "pending"
+    INDEXED = "indexed", "indexed"
+    FAILED = "failed", "failed"
+
+
+class SearchEntry(models.Model):
+    """The durable record of one registered object's search data and indexing state.
+
+    ``revision`` grows on every recorded change; a worker writes its results only if the
+    revision it read is still current, so an older text never overwrites a newer one.
+    """
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
+    object_id = models.CharField(max_length=255)
+    revision = models.PositiveBigIntegerField(default=1)
+    state = models.CharField(
+        max_length=16, choices=IndexState.choices, default=IndexState.PENDING, db_index=True
+    )
+    language = models.CharField(max_length=16, blank=True, default="")
+    search_config = models.CharField(max_length=64, default="simple")
+    search_vector = SearchVectorField(null=True)
+    text_hash = models.CharField(max_length=64, blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    changed_at = models.DateTimeField(auto_now_add=True)
+    indexed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "search entries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["content_type", "object_id"], name="semantic_search_entry_unique"
+            )
+        ]
+        indexes = [GinIndex(fields=["search_vector"], name="semantic_search_entry_fts")]
+
+    def __str__(self) -> str:
+        return f"{self.content_type.model}:{self.object_id} ({self.state})"
+
+
+class ChunkEmbedding(models.Model):
+    """One chunk of an entry's text embedded by one embedder.
+
+    ``vector`` has no fixed dimension so embedders of different sizes share the table; each
+    embedder gets its own partial HNSW index on ``vector::vector(<dim>)`` (see indexes.py).
+    """
+
+    entry = models.ForeignKey(SearchEntry, on_delete=models.CASCADE, related_name="chunks")
+    embedder = models.CharField(max_length=64)
+    embedder_version = models.CharField(max_length=255)
+    chunk = models.PositiveIntegerField()
+    text_hash = models.CharField(max_length=64)
+    start = models.PositiveIntegerField(default=0)
+    end = models.PositiveIntegerField(default=0)
+    vector = VectorField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["entry", "embedder", "chunk"], name="semantic_search_chunk_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["embedder", "embedder_version"])]
+
+    def __str__(self) -> str:
+        return f"{self.entry_id}/{self.embedder}#{self.chunk}"
