@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SERVICES_DIR = Path(os.environ.get("SEMANTIC_SEARCH_SERVICES_DIR", PROJECT_DIR / ".services"))
@@ -69,7 +70,9 @@ def start_postgres() -> bool:
 def _create_database() -> None:
     import psycopg
 
-    with psycopg.connect(postgres_url("postgres"), autocommit=True) as conn:
+    info = _postmaster_info()
+    params = {"host": str(info.socket_dir), "port": info.port, "user": "postgres"}
+    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]
         ).fetchone()
@@ -82,7 +85,7 @@ def postgres_url(database: str = DATABASE_NAME) -> str:
     info = _postmaster_info()
     if info is None:
         raise RuntimeError("the embedded Postgres is not running: make services")
-    return f"postgresql://postgres@/{database}?host={info.socket_dir}&port={info.port}"
+    return f"postgresql://postgres@{quote(str(info.socket_dir), safe='')}:{info.port}/{database}"
 
 
 def stop_postgres() -> bool:

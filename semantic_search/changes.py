@@ -28,10 +28,6 @@ SET revision = semantic_search_searchentry.revision + 1, state = 'pending', atte
 RETURNING id
 """
 
-_DELETE_ENTRIES = """
-DELETE FROM semantic_search_searchentry
-WHERE content_type_id = %s AND object_id = ANY(%s::text[])
-"""
 
 
 def _content_type_id(model: type[models.Model], using: str) -> int:
@@ -52,10 +48,13 @@ def record_saved(model: type[models.Model], pks: Iterable, using: str = "default
 
 def record_deleted(model: type[models.Model], pks: Iterable, using: str = "default") -> None:
     """Remove the objects' entries and vectors in the current transaction."""
+    from .models import SearchEntry
+
     keys = [str(pk) for pk in pks if pk is not None]
     if keys:
-        with connections[using].cursor() as cursor:
-            cursor.execute(_DELETE_ENTRIES, [_content_type_id(model, using), keys])
+        SearchEntry.objects.using(using).filter(
+            content_type_id=_content_type_id(model, using), object_id__in=keys
+        ).delete()
 
 
 def index_objects(objects: models.QuerySet | Iterable[models.Model]) -> list[int]:

@@ -96,10 +96,10 @@ def work_ids(
     return list(todo.order_by("id").values_list("id", flat=True))
 
 
-def sweep(using: str = "default") -> int:
-    """Enqueue entries recorded but not indexed (older than a grace period), failed entries
+def sweep(using: str = "default", grace: timedelta = SWEEP_GRACE) -> int:
+    """Enqueue entries recorded but not indexed (older than ``grace``), failed entries
     that still have attempts left, and objects that never got an entry."""
-    cutoff = timezone.now() - SWEEP_GRACE
+    cutoff = timezone.now() - grace
     ids: list[int] = []
     for registration in registrations():
         for pks in _batched(list(missing_pks(registration, using)), 2000):

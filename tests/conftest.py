@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.conf import settings
@@ -21,10 +22,8 @@ def _test_database_url() -> str:
     port = params.get("PORT") or ""
     user = params.get("USER") or "postgres"
     name = params["NAME"]
-    if host.startswith("/"):
-        return f"postgresql://{user}@/{name}?host={host}&port={port}"
-    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
-    return f"postgresql://{user}{password}@{host}:{port}/{name}"
+    password = f":{quote(params['PASSWORD'], safe='')}" if params.get("PASSWORD") else ""
+    return f"postgresql://{user}{password}@{quote(str(host), safe='')}:{port}/{name}"
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +42,7 @@ def celery_worker_process(django_db_setup, django_db_blocker):
     command = [
         sys.executable, "-m", "celery", "-A", "example_project", "worker",
         "--pool", "solo", "--concurrency", "1", "--loglevel", "INFO",
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "--without-gossip", "--without-mingle", "--without-heartbeat", "--purge",
         "--hostname", f"test-worker-{os.getpid()}@%h",
     ]
     with log_path.open("w") as log:

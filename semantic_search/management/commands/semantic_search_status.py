@@ -27,7 +27,8 @@ class Command(BaseCommand):
         table = [headers] + [[str(v) for v in asdict(row).values()] for row in rows]
         widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
         for line in table:
-            self.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+            cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+            self.stdout.write("  ".join(cells))
 
 
 def _json(value) -> str:

@@ -1,0 +1,239 @@
+"""Indexing on the real database with the real models: signals, chunks, races, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.db import connection, transaction
+
+from example_project.demo.models import Article
+from semantic_search import changes, embedders, indexing
+from semantic_search.chunking import chunk_capacity, chunk_text
+from semantic_search.maintenance import stale, status
+from semantic_search.models import ChunkEmbedding, IndexState, SearchEntry
+from semantic_search.registry import get_registration
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def sync_mode(settings):
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "SYNC": True}
+    return settings
+
+
+def entry_of(article: Article) -> SearchEntry:
+    return SearchEntry.objects.get(object_id=str(article.pk), content_type__model="article")
+
+
+def chunks_of(article: Article, embedder: str) -> list[ChunkEmbedding]:
+    return list(
+        ChunkEmbedding.objects.filter(entry=entry_of(article), embedder=embedder).order_by("chunk")
+    )
+
+
+def lexemes(article: Article) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT search_vector::text FROM semantic_search_searchentry WHERE id = %s",
+            [entry_of(article).id],
+        )
+        return cursor.fetchone()[0]
+
+
+def test_save_indexes_text_language_and_vectors(sync_mode):
+    with transaction.atomic():
+        english = Article.objects.create(
+            title="Photosynthesis", body="Plants convert light into chemical energy.",
+            language="en",
+        )
+        german = Article.objects.create(
+            title="Photosynthese", body="Pflanzen wandeln Licht in chemische Energie um.",
+            language="de",
+        )
+    en_entry, de_entry = entry_of(english), entry_of(german)
+    assert (en_entry.state, en_entry.search_config) == (IndexState.INDEXED, "english")
+    assert (de_entry.state, de_entry.search_config) == (IndexState.INDEXED, "german")
+    assert "'plant'" in lexemes(english)  # English stemming
+    assert "'pflanz'" in lexemes(german)  # German stemming
+    assert len(chunks_of(english, "english")) == 1
+    assert len(chunks_of(english, "multilingual")) == 1
+    assert chunks_of(german, "english") == []  # the English model never sees German
+    vector = np.asarray(chunks_of(german, "multilingual")[0].vector)
+    expected = embedders.get_embedder("multilingual").encode_passages(
+        ["Photosynthese\n\nPflanzen wandeln Licht in chemische Energie um."]
+    )[0]
+    assert float(vector @ expected) > 0.999
+
+
+def test_update_and_delete_reach_the_index(sync_mode):
+    article = Article.objects.create(title="Old title", body="old text", language="en")
+    old_vector = np.asarray(chunks_of(article, "multilingual")[0].vector)
+    article.body = "A completely different body about volcanoes."
+    article.save()
+    assert "'volcano'" in lexemes(article)
+    new_vector = np.asarray(chunks_of(article, "multilingual")[0].vector)
+    assert float(old_vector @ new_vector) < 0.99
+    entry_id = entry_of(article).id
+    article.delete()
+    assert not SearchEntry.objects.filter(id=entry_id).exists()
+    assert not ChunkEmbedding.objects.filter(entry_id=entry_id).exists()
+
+
+def test_unchanged_text_is_not_embedded_again(sync_mode, monkeypatch):
+    article = Article.objects.create(title="Stable", body="Nothing changes here.", language="en")
+    calls = []
+    original = embedders.SentenceTransformerEmbedder.encode_passages
+
+    def counting(self, texts):
+        calls.append(len(texts))
+        return original(self, texts)
+
+    monkeypatch.setattr(embedders.SentenceTransformerEmbedder, "encode_passages", counting)
+    article.published = False
+    article.save()  # a save that does not change indexed text
+    assert calls == []
+    assert entry_of(article).state == IndexState.INDEXED
+
+
+def test_one_encode_call_per_embedder_per_batch(monkeypatch):
+    with transaction.atomic():
+        articles = [
+            Article.objects.create(title=f"Title {i}", body=f"Body number {i}", language="en")
+            for i in range(5)
+        ]
+    calls = []
+    original = embedders.SentenceTransformerEmbedder.encode_passages
+
+    def counting(self, texts):
+        calls.append((self.name, len(texts)))
+        return original(self, texts)
+
+    monkeypatch.setattr(embedders.SentenceTransformerEmbedder, "encode_passages", counting)
+    report = indexing.index_entries([entry_of(a).id for a in articles])
+    assert report.indexed == 5
+    assert sorted(calls) == [("english", 5), ("multilingual", 5)]
+
+
+def test_update_during_embedding_ends_with_newest_text(monkeypatch):
+    """A task that read the old text must not overwrite the vectors of a newer save."""
+    article = Article.objects.create(title="Version", body="first version", language="en")
+    entry_id = entry_of(article).id
+    original = embedders.SentenceTransformerEmbedder.encode_passages
+    raced = []
+
+    def racing(self, texts):
+        if not raced:  # while the first indexing embeds, the object changes
+            raced.append(True)
+            article.body = "second version about glaciers"
+            article.save()
+        return original(self, texts)
+
+    monkeypatch.setattr(embedders.SentenceTransformerEmbedder, "encode_passages", racing)
+    first = indexing.index_entries([entry_id])
+    assert (first.indexed, first.superseded) == (0, 1)
+    assert entry_of(article).state == IndexState.PENDING
+    second = indexing.index_entries([entry_id])
+    assert second.indexed == 1
+    assert "'glacier'" in lexemes(article)
+    stored = np.asarray(chunks_of(article, "multilingual")[0].vector)
+    newest = embedders.get_embedder("multilingual").encode_passages(
+        ["Version\n\nsecond version about glaciers"]
+    )[0]
+    assert float(stored @ newest) > 0.999
+
+
+def test_empty_text_gets_no_vector_and_no_error(sync_mode):
+    article = Article.objects.create(title="", body="   ", language="en")
+    entry = entry_of(article)
+    assert entry.state == IndexState.INDEXED
+    assert not ChunkEmbedding.objects.filter(entry=entry).exists()
+
+
+def test_long_text_is_chunked_with_overlap_never_truncated(sync_mode):
+    body = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(400))
+    article = Article.objects.create(title="Long", body=body, language="en")
+    for name in ("english", "multilingual"):
+        embedder = embedders.get_embedder(name)
+        chunks = chunks_of(article, name)
+        assert len(chunks) > 1
+        text = "Long\n\n" + body
+        assert chunks[0].start == 0 and chunks[-1].end == len(text)
+        for previous, following in zip(chunks, chunks[1:], strict=False):
+            assert following.start < previous.end  # overlap: nothing falls between chunks
+        capacity = chunk_capacity(embedder)
+        for chunk in chunk_text(text, embedder):
+            assert len(embedder.token_spans(chunk.text)) <= capacity + 1
+
+
+def test_binary_junk_and_odd_unicode_index_safely(sync_mode):
+    junk = "caf\u00e9 \x01\x02\x1b[31m \x85 \u202e reversed \U0001f600 \ufffd \u200b" * 20
+    article = Article.objects.create(title="Junk\x7f", body=junk, language="en")
+    entry = entry_of(article)
+    assert entry.state == IndexState.INDEXED
+    assert ChunkEmbedding.objects.filter(entry=entry).exists()
+
+
+def test_nul_bytes_from_computed_fields_are_dropped_before_postgres():
+    unsaved = Article(title="bytes\x00inside", body="\x00\x00tail", language="en")
+    document = get_registration(Article).document(unsaved)
+    assert "\x00" not in document.text
+    assert document.text == "bytesinside\n\ntail"
+
+
+def test_unknown_language_uses_simple_config_and_multilingual_model(sync_mode):
+    article = Article.objects.create(title="Kitabu", body="Habari za asubuhi", language="sw")
+    entry = entry_of(article)
+    assert (entry.language, entry.search_config) == ("sw", "simple")
+    assert chunks_of(article, "english") == []
+    assert len(chunks_of(article, "multilingual")) == 1
+
+
+def test_bulk_paths_have_a_way_in(sync_mode):
+    created = Article.objects.bulk_create(
+        [Article(title=f"Bulk {i}", body="bulk body", language="en") for i in range(3)]
+    )
+    assert not SearchEntry.objects.filter(object_id__in=[str(a.pk) for a in created]).exists()
+    changes.index_objects(Article.objects.filter(pk__in=[a.pk for a in created]))
+    assert SearchEntry.objects.filter(
+        object_id__in=[str(a.pk) for a in created], state=IndexState.INDEXED
+    ).count() == 3
+
+
+def test_reindex_command_picks_up_missing_and_pending_objects():
+    created = Article.objects.bulk_create(
+        [Article(title=f"Missing {i}", body="no signal", language="de") for i in range(3)]
+    )
+    call_command("semantic_search_reindex", "demo.Article", "--no-progress")
+    for article in created:
+        assert entry_of(article).state == IndexState.INDEXED
+
+
+def test_model_version_change_marks_rows_stale_and_reindex_moves_them(sync_mode, settings):
+    article = Article.objects.create(title="Versioned", body="some text", language="en")
+    registration = get_registration(Article)
+    assert not stale(registration, "default").filter(pk=entry_of(article).pk).exists()
+    embedders_conf = {
+        **settings.SEMANTIC_SEARCH["EMBEDDERS"],
+        "english": {**settings.SEMANTIC_SEARCH["EMBEDDERS"]["english"], "VERSION": "v2"},
+    }
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "EMBEDDERS": embedders_conf}
+    embedders.reset_embedders()
+    try:
+        assert stale(registration, "default").filter(pk=entry_of(article).pk).exists()
+        english_row = next(row for row in status() if row.embedder == "english")
+        assert english_row.stale >= 1
+        call_command("semantic_search_reindex", "demo.Article", "--no-progress")
+        assert not stale(registration, "default").filter(pk=entry_of(article).pk).exists()
+        assert {c.embedder_version for c in chunks_of(article, "english")} == {"v2"}
+    finally:
+        settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH}
+        embedders.reset_embedders()
+
+
+def test_status_command_prints_a_row_per_model_and_embedder(sync_mode, capsys):
+    Article.objects.create(title="Status", body="text", language="en")
+    call_command("semantic_search_status")
+    out = capsys.readouterr().out
+    assert "demo.Article" in out and "multilingual" in out and "english" in out
