@@ -48,13 +48,16 @@ def record_saved(model: type[models.Model], pks: Iterable, using: str = "default
 
 def record_deleted(model: type[models.Model], pks: Iterable, using: str = "default") -> None:
     """Remove the objects' entries and vectors in the current transaction."""
+    from .indexing import delete_entries
     from .models import SearchEntry
 
     keys = [str(pk) for pk in pks if pk is not None]
     if keys:
-        SearchEntry.objects.using(using).filter(
-            content_type_id=_content_type_id(model, using), object_id__in=keys
-        ).delete()
+        delete_entries(
+            SearchEntry.objects.using(using).filter(
+                content_type_id=_content_type_id(model, using), object_id__in=keys
+            )
+        )
 
 
 def index_objects(objects: models.QuerySet | Iterable[models.Model]) -> list[int]:

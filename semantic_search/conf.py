@@ -31,6 +31,8 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_LANGUAGE": None,
     # name -> {"MODEL" | "BACKEND", "LANGUAGES": "*" | [...], "VERSION", "BATCH_SIZE", ...}
     "EMBEDDERS": DEFAULT_EMBEDDERS,
+    # Multiplier of a term occurrence per field weight label, for BM25 (A-D).
+    "FIELD_WEIGHTS": {"A": 1.0, "B": 0.4, "C": 0.2, "D": 0.1},
     # Chunking of long texts, in tokens of each embedder's tokenizer.
     "CHUNK_OVERLAP_TOKENS": 32,
     # Index synchronously inside the saving request (no broker needed).

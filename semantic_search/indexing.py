@@ -19,7 +19,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import connections, transaction
 from django.utils import timezone
 
-from . import conf
+from . import conf, lexical
 from .chunking import Chunk, chunk_text, text_hash
 from .embedders import get_embedder
 from .languages import search_config
@@ -181,7 +181,8 @@ def _embed(plans: list[PlannedEntry]) -> dict[str, dict[str, np.ndarray]]:
 
 
 _LOCK_REVISIONS = (
-    "SELECT id, revision FROM semantic_search_searchentry WHERE id = ANY(%s) FOR UPDATE"
+    "SELECT id, revision, content_type_id FROM semantic_search_searchentry "
+    "WHERE id = ANY(%s) FOR UPDATE"
 )
 
 
@@ -202,8 +203,12 @@ def _write(
     now = timezone.now()
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         cursor.execute(_LOCK_REVISIONS, [[p.entry_id for p in plans]])
-        current = dict(cursor.fetchall())
+        locked = cursor.fetchall()
+        current = {entry_id: revision for entry_id, revision, _ in locked}
+        content_types = {entry_id: content_type for entry_id, _, content_type in locked}
         fresh = [p for p in plans if current.get(p.entry_id) == p.revision]
+        fresh_ids = [p.entry_id for p in fresh]
+        lexical.forget(cursor, fresh_ids)
         for plan in fresh:
             config = search_config(plan.document.language)
             tsvector, params = _tsvector_sql(plan.document, config)
@@ -214,12 +219,16 @@ def _write(
                 [*params, plan.document.language or "", config, plan.document_hash,
                  IndexState.INDEXED, now, plan.entry_id],
             )
-        _replace_chunks(fresh, vectors, using)
+        lexical.write_postings(cursor, fresh_ids)
+        _replace_chunks(fresh, vectors, using, content_types)
     return len(fresh), len(plans) - len(fresh)
 
 
 def _replace_chunks(
-    plans: list[PlannedEntry], vectors: dict[str, dict[str, np.ndarray]], using: str
+    plans: list[PlannedEntry],
+    vectors: dict[str, dict[str, np.ndarray]],
+    using: str,
+    content_types: dict[int, int],
 ) -> None:
     """Delete each entry's chunks of re-embedded or no-longer-applicable embedders, then
     insert the new ones."""
@@ -237,7 +246,9 @@ def _replace_chunks(
                     vector = vectors[name][chunk.text_hash]
                 rows.append(
                     ChunkEmbedding(
-                        entry_id=plan.entry_id, embedder=name, embedder_version=version,
+                        entry_id=plan.entry_id, content_type_id=content_types[plan.entry_id],
+                        language=plan.document.language or "", embedder=name,
+                        embedder_version=version,
                         chunk=chunk.index, text_hash=chunk.text_hash, start=chunk.start,
                         end=chunk.end, vector=vector,
                     )
@@ -246,10 +257,19 @@ def _replace_chunks(
 
 
 def _delete_entries(entry_ids: list[int], using: str) -> int:
-    if not entry_ids:
-        return 0
-    SearchEntry.objects.using(using).filter(id__in=entry_ids).delete()
+    if entry_ids:
+        delete_entries(SearchEntry.objects.using(using).filter(id__in=entry_ids))
     return len(entry_ids)
+
+
+def delete_entries(entries) -> None:
+    """Delete entries with their vectors and postings, keeping the BM25 statistics right."""
+    using = entries.db
+    with transaction.atomic(using=using), connections[using].cursor() as cursor:
+        ids = list(entries.values_list("id", flat=True))
+        if ids:
+            lexical.forget(cursor, ids)
+            SearchEntry.objects.using(using).filter(id__in=ids).delete()
 
 
 def mark_failed(entry_ids: list[int], error: str, using: str = "default") -> None:

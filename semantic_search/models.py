@@ -34,6 +34,7 @@ class SearchEntry(models.Model):
     search_config = models.CharField(max_length=64, default="simple")
     search_vector = SearchVectorField(null=True)
     text_hash = models.CharField(max_length=64, blank=True, default="")
+    lexical_length = models.FloatField(db_default=0.0)  # weighted lexeme count, for BM25
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
     changed_at = models.DateTimeField(auto_now_add=True)
@@ -60,6 +61,11 @@ class ChunkEmbedding(models.Model):
     """
 
     entry = models.ForeignKey(SearchEntry, on_delete=models.CASCADE, related_name="chunks")
+    # Copies of the entry's, so filtered HNSW scans need no join.
+    content_type = models.ForeignKey(
+        ContentType, on_delete=models.CASCADE, db_index=False, related_name="+"
+    )
+    language = models.CharField(max_length=16, blank=True, default="")
     embedder = models.CharField(max_length=64)
     embedder_version = models.CharField(max_length=255)
     chunk = models.PositiveIntegerField()
@@ -78,3 +84,52 @@ class ChunkEmbedding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.entry_id}/{self.embedder}#{self.chunk}"
+
+
+class LexicalTerm(models.Model):
+    """A posting: one lexeme of one entry, with its precomputed BM25 term impact.
+
+    Queries read the highest-impact postings of each query lexeme through the index on
+    (content type, configuration, lexeme, impact), so the lexical arm's cost is bounded by the
+    number of query terms, not by how many rows match them.
+    """
+
+    entry = models.ForeignKey(SearchEntry, on_delete=models.CASCADE, related_name="terms")
+    content_type = models.ForeignKey(
+        ContentType, on_delete=models.CASCADE, db_index=False, related_name="+"
+    )
+    search_config = models.CharField(max_length=64)
+    language = models.CharField(max_length=16, blank=True, default="")
+    lexeme = models.TextField()
+    frequency = models.FloatField()  # field-weighted term frequency
+    impact = models.FloatField()  # BM25 tf part: f(k1+1) / (f + k1(1 - b + b dl/avgdl))
+
+    class Meta:
+        indexes = [
+            models.Index(
+                "content_type", "search_config", "lexeme", models.F("impact").desc(),
+                name="semantic_search_term_impact",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.lexeme} in {self.entry_id}"
+
+
+class LexicalStats(models.Model):
+    """Documents and total weighted length per (content type, configuration), for BM25."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    search_config = models.CharField(max_length=64)
+    documents = models.BigIntegerField(default=0)
+    total_length = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["content_type", "search_config"], name="semantic_search_stats_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.search_config}: {self.documents} documents"
