@@ -6,7 +6,9 @@
 
 from .registry import NotRegistered, register, unregister
 
-__all__ = ["register", "unregister", "index_objects", "forget_objects", "NotRegistered"]
+__all__ = [
+    "register", "unregister", "index_objects", "forget_objects", "search", "NotRegistered",
+]
 
 
 def __getattr__(name: str):
@@ -15,4 +17,8 @@ def __getattr__(name: str):
         from . import changes
 
         return getattr(changes, name)
+    if name == "search":
+        from .queryset import search
+
+        return search
     raise AttributeError(name)

@@ -45,8 +45,13 @@ DEFAULTS: dict[str, Any] = {
     "CANDIDATES": 100,
     "EF_SEARCH": 100,
     "MAX_SCAN_TUPLES": 20000,
-    "FUSION": "rrf",
+    "LANGUAGE_MODE": "auto",  # "auto" | "same" | "all" (see routing.py)
+    "FUSION": "rrf",  # "rrf" | "weighted"
     "RRF_K": 60,
+    # Weighted fusion: share of the lexical arm and of all vector arms together.
+    "WEIGHTS": {"lexical": 0.3, "vector": 0.7},
+    # Postings read per query lexeme (highest BM25 impact first).
+    "LEXICAL_TERM_DEPTH": 300,
     "LANGUAGE_CONFIDENCE": 0.8,
     "QUERY_CACHE_SIZE": 1024,
 }

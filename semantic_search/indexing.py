@@ -181,7 +181,7 @@ def _embed(plans: list[PlannedEntry]) -> dict[str, dict[str, np.ndarray]]:
 
 
 _LOCK_REVISIONS = (
-    "SELECT id, revision, content_type_id FROM semantic_search_searchentry "
+    "SELECT id, revision, content_type_id, object_id FROM semantic_search_searchentry "
     "WHERE id = ANY(%s) FOR UPDATE"
 )
 
@@ -204,8 +204,8 @@ def _write(
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         cursor.execute(_LOCK_REVISIONS, [[p.entry_id for p in plans]])
         locked = cursor.fetchall()
-        current = {entry_id: revision for entry_id, revision, _ in locked}
-        content_types = {entry_id: content_type for entry_id, _, content_type in locked}
+        current = {row[0]: row[1] for row in locked}
+        owners = {row[0]: (row[2], row[3]) for row in locked}
         fresh = [p for p in plans if current.get(p.entry_id) == p.revision]
         fresh_ids = [p.entry_id for p in fresh]
         lexical.forget(cursor, fresh_ids)
@@ -220,7 +220,7 @@ def _write(
                  IndexState.INDEXED, now, plan.entry_id],
             )
         lexical.write_postings(cursor, fresh_ids)
-        _replace_chunks(fresh, vectors, using, content_types)
+        _replace_chunks(fresh, vectors, using, owners)
     return len(fresh), len(plans) - len(fresh)
 
 
@@ -228,7 +228,7 @@ def _replace_chunks(
     plans: list[PlannedEntry],
     vectors: dict[str, dict[str, np.ndarray]],
     using: str,
-    content_types: dict[int, int],
+    owners: dict[int, tuple[int, str]],
 ) -> None:
     """Delete each entry's chunks of re-embedded or no-longer-applicable embedders, then
     insert the new ones."""
@@ -246,7 +246,8 @@ def _replace_chunks(
                     vector = vectors[name][chunk.text_hash]
                 rows.append(
                     ChunkEmbedding(
-                        entry_id=plan.entry_id, content_type_id=content_types[plan.entry_id],
+                        entry_id=plan.entry_id, content_type_id=owners[plan.entry_id][0],
+                        object_id=owners[plan.entry_id][1],
                         language=plan.document.language or "", embedder=name,
                         embedder_version=version,
                         chunk=chunk.index, text_hash=chunk.text_hash, start=chunk.start,

@@ -65,6 +65,7 @@ class ChunkEmbedding(models.Model):
     content_type = models.ForeignKey(
         ContentType, on_delete=models.CASCADE, db_index=False, related_name="+"
     )
+    object_id = models.CharField(max_length=255)
     language = models.CharField(max_length=16, blank=True, default="")
     embedder = models.CharField(max_length=64)
     embedder_version = models.CharField(max_length=255)
@@ -98,6 +99,7 @@ class LexicalTerm(models.Model):
     content_type = models.ForeignKey(
         ContentType, on_delete=models.CASCADE, db_index=False, related_name="+"
     )
+    object_id = models.CharField(max_length=255)
     search_config = models.CharField(max_length=64)
     language = models.CharField(max_length=16, blank=True, default="")
     lexeme = models.TextField()

@@ -2,6 +2,8 @@
 
 from django.db import models
 
+from semantic_search.queryset import SemanticSearchManager
+
 
 class Topic(models.Model):
     name = models.CharField(max_length=200, unique=True)
@@ -19,6 +21,8 @@ class Article(models.Model):
     topic = models.ForeignKey(Topic, null=True, blank=True, on_delete=models.SET_NULL)
     published = models.BooleanField(default=True)
     external_id = models.CharField(max_length=64, blank=True, default="")
+
+    objects = SemanticSearchManager()
 
     class Meta:
         ordering = ["id"]

@@ -1,0 +1,223 @@
+"""The SQL of a search: lexical and vector candidates fused in one Postgres statement.
+
+    WITH settings   -- hnsw.ef_search, iterative scans, max_scan_tuples: set_config(..., true)
+         terms      -- the query's lexemes per configuration, with BM25 idf
+         lexical    -- top-impact postings per lexeme, summed: BM25 (bounded cost)
+         vector_N   -- HNSW kNN per routed embedder, best chunk per object
+         arms       -- every candidate with its rank and normalized score per arm
+         fused      -- reciprocal rank fusion or a weighted combination
+    SELECT ... FROM fused
+
+The caller's queryset filters run inside each arm (a correlated ``EXISTS`` on the candidate's
+object that the planner keeps as a filter of the index scan), so filters act before the
+candidate limit. Settings are applied by ``set_config(..., is_local => true)`` in an InitPlan
+that the HNSW scan's ORDER BY key depends on: they take effect before the scan starts, inside
+the statement's own transaction, whether or not the caller opened one. All user input is a
+parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .indexes import vector_expression
+
+
+@dataclass(frozen=True)
+class VectorArm:
+    embedder: str
+    version: str
+    dimension: int
+    vector: tuple[float, ...]
+    weight: float = 1.0
+
+    @property
+    def label(self) -> str:
+        return f"vector:{self.embedder}"
+
+
+@dataclass(frozen=True)
+class LexicalArm:
+    configs: tuple[str, ...]  # text search configurations to read the query's lexemes with
+    text: str  # the query's plain words (OR semantics)
+    required: str = ""  # websearch syntax the user wrote: "phrases" and -exclusions
+    weight: float = 1.0
+    label: str = "lexical"
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """Everything the statement needs, decided before SQL is built (see routing.py)."""
+
+    content_type_id: int
+    lexical: LexicalArm | None
+    vectors: tuple[VectorArm, ...]
+    fusion: str = "rrf"  # "rrf" | "weighted"
+    rrf_k: int = 60
+    candidates: int = 100
+    term_depth: int = 300
+    df_cap: int = 50_000
+    ef_search: int = 100
+    max_scan_tuples: int = 20_000
+    language: str | None = None  # restrict to documents in this language ("same")
+    exclude_object: str | None = None  # "more like this": leave the source out
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class ObjectFilter:
+    """A correlated condition on the candidate's object: SQL with ``{object_id}`` to format."""
+
+    sql: str
+    params: tuple
+
+
+def _exists(object_filter: ObjectFilter | None, column: str) -> tuple[str, list]:
+    if object_filter is None:
+        return "", []
+    return f" AND EXISTS ({object_filter.sql.format(object_id=column)} OFFSET 0)", list(
+        object_filter.params
+    )
+
+
+def _settings_cte(plan: SearchPlan) -> tuple[str, list]:
+    sql = (
+        "settings AS MATERIALIZED (SELECT "
+        "set_config('hnsw.ef_search', %s, true) AS ef, "
+        "set_config('hnsw.iterative_scan', 'relaxed_order', true) AS scan, "
+        "set_config('hnsw.max_scan_tuples', %s, true) AS cap)"
+    )
+    return sql, [str(max(plan.ef_search, plan.candidates)), str(plan.max_scan_tuples)]
+
+
+def _lexical_ctes(plan: SearchPlan, object_filter: ObjectFilter | None) -> tuple[str, list]:
+    arm = plan.lexical
+    assert arm is not None
+    language_sql, language_params = ("", [])
+    if plan.language:
+        language_sql, language_params = " AND p.language = %s", [plan.language]
+    exists_sql, exists_params = _exists(object_filter, "p.object_id")
+    exclude_sql, exclude_params = ("", [])
+    if plan.exclude_object is not None:
+        exclude_sql, exclude_params = " AND p.object_id <> %s", [plan.exclude_object]
+    terms = (
+        "terms AS MATERIALIZED ("
+        " SELECT q.config, q.lexeme,"
+        "  ln(1 + (st.documents - df.n + 0.5) / (df.n + 0.5)) AS idf"
+        " FROM (SELECT DISTINCT c AS config, u.lexeme"
+        "       FROM unnest(%s::text[]) AS c, unnest(to_tsvector(c::regconfig, %s)) AS u"
+        "       LIMIT 64) q"
+        " JOIN semantic_search_lexicalstats st"
+        "   ON st.content_type_id = %s AND st.search_config = q.config"
+        " CROSS JOIN LATERAL (SELECT count(*) AS n FROM (SELECT 1"
+        "   FROM semantic_search_lexicalterm p WHERE p.content_type_id = %s"
+        "   AND p.search_config = q.config AND p.lexeme = q.lexeme LIMIT %s) d) df"
+        " WHERE df.n > 0)"
+    )
+    terms_params = [
+        list(arm.configs), arm.text, plan.content_type_id, plan.content_type_id, plan.df_cap,
+    ]
+    lexical = (
+        "lexical AS MATERIALIZED ("
+        " SELECT p.entry_id, sum(t.idf * p.impact) AS score"
+        " FROM terms t CROSS JOIN LATERAL ("
+        "  SELECT p.entry_id, p.impact FROM semantic_search_lexicalterm p"
+        "  WHERE p.content_type_id = %s AND p.search_config = t.config AND p.lexeme = t.lexeme"
+        f"{language_sql}{exclude_sql}{exists_sql}"
+        "  ORDER BY p.impact DESC LIMIT %s) p"
+        " GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT %s)"
+    )
+    lexical_params = [
+        plan.content_type_id, *language_params, *exclude_params, *exists_params,
+        plan.term_depth, plan.candidates,
+    ]
+    return f"{terms}, {lexical}", terms_params + lexical_params
+
+
+def _vector_cte(
+    index: int, arm: VectorArm, plan: SearchPlan, object_filter: ObjectFilter | None
+) -> tuple[str, list]:
+    expression = vector_expression(arm.dimension)
+    conditions = ["c.embedder = %s", "c.embedder_version = %s", "c.content_type_id = %s"]
+    params: list = [arm.embedder, arm.version, plan.content_type_id]
+    if plan.language:
+        conditions.append("c.language = %s")
+        params.append(plan.language)
+    if plan.exclude_object is not None:
+        conditions.append("c.object_id <> %s")
+        params.append(plan.exclude_object)
+    exists_sql, exists_params = _exists(object_filter, "c.object_id")
+    sql = (
+        f"vector_{index} AS MATERIALIZED ("
+        " SELECT n.entry_id, min(n.distance) AS distance FROM ("
+        f"  SELECT c.entry_id, {expression} <=> "
+        f"   (SELECT %s::vector({arm.dimension}) FROM settings) AS distance"
+        "  FROM semantic_search_chunkembedding c"
+        f"  WHERE {' AND '.join(conditions)}{exists_sql}"
+        "  ORDER BY distance LIMIT %s) n"
+        " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT %s)"
+    )
+    vector_literal = "[" + ",".join(repr(float(x)) for x in arm.vector) + "]"
+    chunk_depth = plan.candidates * 2
+    return sql, [vector_literal, *params, *exists_params, chunk_depth, plan.candidates]
+
+
+def _arm_select(name: str, label: str, score: str, order: str, weight: float) -> str:
+    return (
+        f"SELECT entry_id, '{label}'::text AS arm, {weight!r}::float8 AS weight,"
+        f" {score} AS score, row_number() OVER (ORDER BY {order}, entry_id) AS rank,"
+        f" ({score} - min({score}) OVER ()) / nullif(max({score}) OVER () - min({score}) OVER (), 0)"
+        f" AS norm FROM {name}"
+    )
+
+
+def _fused_score(plan: SearchPlan) -> tuple[str, list]:
+    if plan.fusion == "weighted":
+        return "sum(weight * coalesce(norm, 1.0))", []
+    if plan.fusion == "rrf":
+        return "sum(weight / (%s + rank))", [plan.rrf_k]
+    raise ValueError(f"unknown fusion {plan.fusion!r}: use 'rrf' or 'weighted'")
+
+
+def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> tuple[str, list]:
+    """One statement returning ``object_id, score, lexical_rank, lexical_score, vector_rank,
+    vector_score, search_config, language`` for the fused candidates, best first."""
+    if plan.lexical is None and not plan.vectors:
+        raise ValueError("a search needs at least one arm")
+    ctes, params, arms = [], [], []
+    sql, cte_params = _settings_cte(plan)
+    ctes.append(sql)
+    params += cte_params
+    if plan.lexical is not None:
+        sql, cte_params = _lexical_ctes(plan, object_filter)
+        ctes.append(sql)
+        params += cte_params
+        arms.append(_arm_select("lexical", "lexical", "score", "score DESC", plan.lexical.weight))
+    for index, arm in enumerate(plan.vectors):
+        sql, cte_params = _vector_cte(index, arm, plan, object_filter)
+        ctes.append(sql)
+        params += cte_params
+        arms.append(
+            _arm_select(f"vector_{index}", arm.label, "(1 - distance)", "distance", arm.weight)
+        )
+    fused_score, fused_params = _fused_score(plan)
+    required_sql, required_params = "", []
+    if plan.lexical is not None and plan.lexical.required:
+        required_sql = (
+            " WHERE e.search_vector @@ websearch_to_tsquery(e.search_config::regconfig, %s)"
+        )
+        required_params = [plan.lexical.required]
+    statement = (
+        f"WITH {', '.join(ctes)}, arms AS ({' UNION ALL '.join(arms)}),"
+        f" fused AS (SELECT entry_id, {fused_score} AS score,"
+        "  min(rank) FILTER (WHERE arm = 'lexical') AS lexical_rank,"
+        "  max(score) FILTER (WHERE arm = 'lexical') AS lexical_score,"
+        "  min(rank) FILTER (WHERE arm <> 'lexical') AS vector_rank,"
+        "  max(score) FILTER (WHERE arm <> 'lexical') AS vector_score"
+        "  FROM arms GROUP BY entry_id)"
+        " SELECT e.object_id, f.score, f.lexical_rank, f.lexical_score, f.vector_rank,"
+        "  f.vector_score, e.search_config, e.language"
+        " FROM fused f JOIN semantic_search_searchentry e ON e.id = f.entry_id"
+        f"{required_sql}"
+    )
+    return statement, params + fused_params + required_params

@@ -1,0 +1,296 @@
+"""The ORM face: ``Model.objects.filter(...).semantic_search("query")``.
+
+The search joins the user's table to the fused results of one statement (query.py) through an
+entry of the query's ``alias_map`` (the extension point Django documents on ``Join``), so the
+result is an ordinary queryset of the user's model: it chains with ``filter()``, slicing,
+pagination, ``values()``, ``only()``, ``select_related()`` and ``using()``. Filters given before
+or after ``semantic_search()`` are applied inside the search statement, before its candidate
+limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.db.models import Q
+from django.db.models.expressions import RawSQL
+from django.db.models.sql.constants import INNER
+
+from . import conf
+from .query import ObjectFilter, SearchPlan, VectorArm, build_search_sql
+from .registry import get_registration
+from .routing import Route, make_plan, normalize_query, route
+
+SEARCH_ALIAS = "semantic_search_results"
+_OBJECT_ID_TOKEN = "__semantic_search_object_id__"
+SEARCH_ANNOTATIONS = (
+    "search_score", "search_lexical_rank", "search_lexical_score", "search_vector_rank",
+    "search_vector_score", "search_language", "search_route", "search_highlight",
+)
+
+
+@dataclass(frozen=True)
+class SearchState:
+    """A search attached to a queryset: its plan, route and the filters it runs under."""
+
+    query: str
+    plan: SearchPlan
+    route: Route | None
+    base: models.QuerySet
+
+    def object_filter(self, connection) -> ObjectFilter | None:
+        """The base queryset's filters as a condition on one candidate object, or None."""
+        if not self.base.query.has_filters() and not self.base.query.distinct:
+            return None
+        model = self.base.model
+        pk_type = model._meta.pk.cast_db_type(connection)
+        inner = self.base.order_by().filter(
+            pk=RawSQL(f"({_OBJECT_ID_TOKEN})::{pk_type}", ())
+        ).values("pk")
+        sql, params = inner.query.get_compiler(connection=connection).as_sql()
+        return ObjectFilter(sql.replace(_OBJECT_ID_TOKEN, "{object_id}"), tuple(params))
+
+
+class SearchJoin:
+    """``INNER JOIN (<search statement>) semantic_search_results ON pk = object_id``."""
+
+    join_type = INNER
+    nullable = False
+    filtered_relation = None
+    table_name = SEARCH_ALIAS
+    table_alias = SEARCH_ALIAS
+
+    def __init__(self, parent_alias: str, state: SearchState) -> None:
+        self.parent_alias = parent_alias
+        self.state = state
+
+    def as_sql(self, compiler, connection) -> tuple[str, list]:
+        sql, params = build_search_sql(self.state.plan, self.state.object_filter(connection))
+        pk = self.state.base.model._meta.pk
+        parent = compiler.quote_name_unless_alias(self.parent_alias)
+        on = (
+            f"{parent}.{connection.ops.quote_name(pk.column)} = "
+            f"({SEARCH_ALIAS}.object_id)::{pk.cast_db_type(connection)}"
+        )
+        return f"INNER JOIN ({sql}) {SEARCH_ALIAS} ON ({on})", params
+
+    def relabeled_clone(self, change_map: dict[str, str]) -> SearchJoin:
+        return SearchJoin(change_map.get(self.parent_alias, self.parent_alias), self.state)
+
+    def demote(self) -> SearchJoin:
+        return self
+
+    def promote(self) -> SearchJoin:
+        return self
+
+    @property
+    def identity(self) -> tuple:
+        return (self.__class__, self.parent_alias, id(self.state))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SearchJoin):
+            return NotImplemented
+        return self.identity == other.identity
+
+    def __hash__(self) -> int:
+        return hash(self.identity)
+
+
+def _highlight_sql(model: type[models.Model], connection_quote=None) -> str | None:
+    """ts_headline over the registered text columns, HTML-escaped, with <b> marks."""
+    registration = get_registration(model)
+    quote = connection_quote or (lambda name: '"%s"' % name.replace('"', '""'))
+    columns = []
+    for name in registration.fields:
+        try:
+            field = model._meta.get_field(name)
+        except Exception:  # noqa: BLE001  (methods and a__b paths have no column)
+            continue
+        if getattr(field, "concrete", False) and not field.is_relation and field.column:
+            columns.append(f"{quote(model._meta.db_table)}.{quote(field.column)}")
+    if not columns:
+        return None
+    text = f"concat_ws(' … ', {', '.join(columns)})"
+    escaped = f"replace(replace(replace({text}, '&', '&amp;'), '<', '&lt;'), '>', '&gt;')"
+    lexemes = (
+        f"ARRAY(SELECT '''' || replace(replace(l, '\\', '\\\\'), '''', '''''') || ''''"
+        f" FROM unnest(tsvector_to_array(to_tsvector({SEARCH_ALIAS}.search_config::regconfig,"
+        " %s))) AS l)"
+    )
+    tsquery = f"coalesce(nullif(array_to_string({lexemes}, ' | '), ''), '')::tsquery"
+    options = (
+        "StartSel=<b>, StopSel=</b>, MaxWords=30, MinWords=10, MaxFragments=2, "
+        "FragmentDelimiter=\" … \""
+    )
+    return (
+        f"ts_headline({SEARCH_ALIAS}.search_config::regconfig, {escaped}, {tsquery}, "
+        f"'{options}')"
+    )
+
+
+def _mentions_search(args: tuple, kwargs: dict) -> bool:
+    def names(node: Any):
+        if isinstance(node, Q):
+            for child in node.children:
+                yield from names(child)
+        elif isinstance(node, tuple):
+            yield node[0]
+
+    keys = list(kwargs) + [name for arg in args for name in names(arg)]
+    return any(str(key).split("__")[0] in SEARCH_ANNOTATIONS for key in keys)
+
+
+class SemanticSearchQuerySet(models.QuerySet):
+    """A QuerySet with ``semantic_search()`` and ``more_like_this()``."""
+
+    _search_state: SearchState | None = None
+
+    def semantic_search(
+        self,
+        query: str,
+        *,
+        mode: str = "hybrid",
+        languages: str | None = None,
+        language: str | None = None,
+        fusion: str | None = None,
+        candidates: int | None = None,
+    ) -> SemanticSearchQuerySet:
+        """Rank this queryset's objects by relevance to ``query``, best first.
+
+        ``mode``: "hybrid" (default), "vector" or "lexical". ``languages``: "auto", "same" or
+        "all" (see routing.py); ``language`` overrides detection. ``fusion``: "rrf" or
+        "weighted". Results are annotated with ``search_score``, ``search_lexical_rank``,
+        ``search_lexical_score``, ``search_vector_rank``, ``search_vector_score``,
+        ``search_language``, ``search_route`` and ``search_highlight``. An empty query gives
+        an empty queryset.
+        """
+        self._check_searchable()
+        text = normalize_query(query or "")
+        if not text:
+            return self.none()
+        chosen = route(
+            text, languages=languages or conf.get("LANGUAGE_MODE"), language=language, mode=mode
+        )
+        if not chosen.lexical_configs and not chosen.embedders:
+            return self.none()
+        content_type = ContentType.objects.db_manager(self.db).get_for_model(self.model)
+        plan = make_plan(content_type.id, text, chosen, fusion=fusion, candidates=candidates)
+        return self._with_search(SearchState(text, plan, chosen, self._base_for_search()))
+
+    def more_like_this(
+        self, instance: models.Model, *, embedder: str | None = None, candidates: int | None = None
+    ) -> SemanticSearchQuerySet:
+        """Objects nearest to ``instance`` by its stored vectors (itself excluded)."""
+        from .models import ChunkEmbedding
+
+        self._check_searchable()
+        content_type = ContentType.objects.db_manager(self.db).get_for_model(self.model)
+        name = embedder or conf.embedder_specs()[0].name
+        from .embedders import get_embedder
+
+        model_embedder = get_embedder(name)
+        vectors = list(
+            ChunkEmbedding.objects.using(self.db)
+            .filter(
+                content_type=content_type, object_id=str(instance.pk), embedder=name,
+                embedder_version=model_embedder.version,
+            )
+            .values_list("vector", flat=True)
+        )
+        if not vectors:
+            return self.none()
+        import numpy as np
+
+        mean = np.mean(np.asarray(vectors, dtype=np.float32), axis=0)
+        mean /= max(float(np.linalg.norm(mean)), 1e-12)
+        arm = VectorArm(name, model_embedder.version, int(model_embedder.dimension), tuple(mean))
+        plan = SearchPlan(
+            content_type_id=content_type.id, lexical=None, vectors=(arm,),
+            candidates=int(candidates or conf.get("CANDIDATES")),
+            ef_search=int(conf.get("EF_SEARCH")), max_scan_tuples=int(conf.get("MAX_SCAN_TUPLES")),
+            exclude_object=str(instance.pk),
+        )
+        return self._with_search(SearchState("", plan, None, self._base_for_search()))
+
+    @property
+    def search_route(self) -> Route | None:
+        """How the query was routed (language, detection, arms), or None."""
+        return self._search_state.route if self._search_state else None
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _check_searchable(self) -> None:
+        get_registration(self.model)  # raises NotRegistered with instructions
+        if self.query.is_sliced:
+            raise TypeError("semantic_search() must come before slicing.")
+        if self._search_state is not None:
+            raise TypeError("this queryset is already a search; start from the manager.")
+        if self.query.combinator:
+            raise TypeError("semantic_search() does not support union/intersection/difference.")
+
+    def _base_for_search(self) -> models.QuerySet:
+        return models.QuerySet(self.model, query=self.query.chain(), using=self._db)
+
+    def _with_search(self, state: SearchState) -> SemanticSearchQuerySet:
+        clone = self._chain()
+        clone._attach(state)
+        route_label = state.route.label if state.route else "vector:more-like-this"
+        language = state.route.language if state.route else None
+        annotations: dict[str, Any] = {
+            "search_score": RawSQL(f"{SEARCH_ALIAS}.score", (), output_field=models.FloatField()),
+            "search_lexical_rank": RawSQL(
+                f"{SEARCH_ALIAS}.lexical_rank", (), output_field=models.IntegerField()
+            ),
+            "search_lexical_score": RawSQL(
+                f"{SEARCH_ALIAS}.lexical_score", (), output_field=models.FloatField()
+            ),
+            "search_vector_rank": RawSQL(
+                f"{SEARCH_ALIAS}.vector_rank", (), output_field=models.IntegerField()
+            ),
+            "search_vector_score": RawSQL(
+                f"{SEARCH_ALIAS}.vector_score", (), output_field=models.FloatField()
+            ),
+            "search_language": models.Value(language, output_field=models.CharField()),
+            "search_route": models.Value(route_label, output_field=models.CharField()),
+        }
+        highlight = _highlight_sql(self.model)
+        if highlight is not None:
+            annotations["search_highlight"] = RawSQL(
+                highlight, (state.query,), output_field=models.TextField()
+            )
+        return clone.annotate(**annotations).order_by("-search_score", "pk")
+
+    def _attach(self, state: SearchState) -> None:
+        self._search_state = state
+        base_alias = self.query.get_initial_alias()
+        self.query.alias_map[SEARCH_ALIAS] = SearchJoin(base_alias, state)
+        self.query.alias_refcount[SEARCH_ALIAS] = 1
+
+    def _clone(self):
+        clone = super()._clone()
+        clone._search_state = self._search_state
+        return clone
+
+    def _filter_or_exclude(self, negate, args, kwargs):
+        clone = super()._filter_or_exclude(negate, args, kwargs)
+        state = self._search_state
+        if state is not None and not _mentions_search(args, kwargs):
+            # Run the new filter inside the search too, so it acts before the candidate limit.
+            base = state.base._filter_or_exclude(negate, args, kwargs)
+            clone._attach(replace(state, base=base))
+        return clone
+
+
+class SemanticSearchManager(models.Manager.from_queryset(SemanticSearchQuerySet)):
+    """A manager whose querysets have ``semantic_search()``; use it as your ``objects``."""
+
+
+def search(queryset: models.QuerySet, query: str, **options: Any) -> SemanticSearchQuerySet:
+    """``semantic_search()`` for any queryset, when the model's manager is not ours:
+    ``semantic_search.search(Article.objects.filter(published=True), "query")``."""
+    searchable = SemanticSearchQuerySet(queryset.model, query=queryset.query.chain(),
+                                        using=queryset._db)
+    return searchable.semantic_search(query, **options)

@@ -1,0 +1,194 @@
+"""From a query string to a search plan: language, route, query vectors.
+
+Routes (``languages=``):
+
+- ``"auto"`` (default): the lexical arm in the query language's configuration, the multilingual
+  embedder over every document, and the query language's monolingual embedder when one exists.
+- ``"same"``: only documents in the query's language, each arm as above.
+- ``"all"``: cross-lingual; the multilingual embedder and the lexical arm, no monolingual arm.
+
+An unsure detection never guesses: it takes the multilingual embedder and reads the query's
+lexemes with every site language's configuration. Languages Postgres does not segment (Chinese,
+Japanese, Thai, ...) get no lexical arm.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from . import conf
+from .embedders import get_embedder
+from .languages import (
+    FALLBACK_CONFIG,
+    UNSEGMENTED_LANGUAGES,
+    Detection,
+    detect_language,
+    normalize_code,
+    search_config,
+)
+from .query import LexicalArm, SearchPlan, VectorArm
+from .registry import clean_text
+
+MODES = ("hybrid", "vector", "lexical")
+LANGUAGE_MODES = ("auto", "same", "all")
+MAX_QUERY_CHARS = 2000
+
+_PHRASE = re.compile(r'"[^"]*"')
+_EXCLUSION = re.compile(r"(?:^|\s)-(\w[\w'-]*)", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Route:
+    """What was decided for a query (exposed on the results as ``search_route``)."""
+
+    language: str | None
+    detection: Detection
+    lexical_configs: tuple[str, ...]
+    embedders: tuple[str, ...]
+    restrict_language: str | None
+
+    @property
+    def label(self) -> str:
+        parts = []
+        if self.lexical_configs:
+            parts.append("lexical:" + "+".join(self.lexical_configs))
+        parts += [f"vector:{name}" for name in self.embedders]
+        return " ".join(parts)
+
+
+def split_operators(query: str) -> tuple[str, str]:
+    """Separate websearch syntax the user wrote ("phrases", -exclusions) from plain words.
+
+    Returns (plain words, required websearch expression or "").
+    """
+    phrases = _PHRASE.findall(query)
+    exclusions = _EXCLUSION.findall(query)
+    plain = _EXCLUSION.sub(" ", _PHRASE.sub(" ", query))
+    plain = " ".join(p.strip('"') for p in phrases) + " " + plain
+    plain = re.sub(r"(?i)\bor\b", " ", plain)
+    required = " ".join(phrases + [f"-{word}" for word in exclusions])
+    return " ".join(plain.split()), required
+
+
+def normalize_query(query: str) -> str:
+    return " ".join(clean_text(str(query)).split())[:MAX_QUERY_CHARS]
+
+
+def route(
+    query: str, *, languages: str = "auto", language: str | None = None, mode: str = "hybrid"
+) -> Route:
+    """Decide the query language and which arms serve it."""
+    if languages not in LANGUAGE_MODES:
+        raise ValueError(f"languages must be one of {LANGUAGE_MODES}, got {languages!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    site_languages = conf.get("LANGUAGES")
+    if language:
+        detection = Detection(normalize_code(language), 1.0, "given")
+    else:
+        detection = detect_language(query, site_languages, conf.get("LANGUAGE_CONFIDENCE"))
+    lang = detection.language
+    specs = conf.embedder_specs()
+    embedders: list[str] = []
+    if mode != "lexical":
+        monolingual = [s.name for s in specs if not s.multilingual and lang and s.serves(lang)]
+        multilingual = [s.name for s in specs if s.multilingual]
+        if languages == "all" or not monolingual:
+            embedders = multilingual or monolingual
+        elif languages == "same":
+            embedders = monolingual
+        else:
+            embedders = multilingual + monolingual
+    configs: tuple[str, ...] = ()
+    if mode != "vector" and lang not in UNSEGMENTED_LANGUAGES:
+        if lang:
+            configs = (search_config(lang),)
+        else:
+            segmented = [c for c in site_languages if normalize_code(c) not in UNSEGMENTED_LANGUAGES]
+            configs = tuple(dict.fromkeys([*map(search_config, segmented), FALLBACK_CONFIG]))
+    restrict = lang if languages == "same" and lang else None
+    return Route(lang, detection, configs, tuple(embedders), restrict)
+
+
+class _QueryVectorCache:
+    """A bounded LRU of query vectors, per (embedder, version, text)."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[tuple, tuple[float, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str, text: str) -> tuple[float, ...]:
+        embedder = get_embedder(name)
+        key = (name, embedder.version, text)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        vector = tuple(float(x) for x in embedder.encode_queries([text])[0])
+        with self._lock:
+            self._items[key] = vector
+            while len(self._items) > int(conf.get("QUERY_CACHE_SIZE")):
+                self._items.popitem(last=False)
+        return vector
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+query_vectors = _QueryVectorCache()
+
+
+def arm_weights(has_lexical: bool, n_vectors: int, fusion: str) -> tuple[float, float]:
+    """(lexical weight, weight of each vector arm)."""
+    weights = conf.get("WEIGHTS")
+    lexical = float(weights.get("lexical", 0.3)) if has_lexical else 0.0
+    vector = float(weights.get("vector", 0.7))
+    if fusion == "rrf":
+        return 1.0, 1.0
+    if not n_vectors:
+        return 1.0, 0.0
+    return lexical, vector / n_vectors
+
+
+def make_plan(
+    content_type_id: int,
+    query: str,
+    chosen: Route,
+    *,
+    fusion: str | None = None,
+    candidates: int | None = None,
+) -> SearchPlan:
+    """The search plan of a routed query (embeds the query with each routed embedder)."""
+    plain, required = split_operators(query)
+    fusion = fusion or conf.get("FUSION")
+    lexical = None
+    if chosen.lexical_configs:
+        lexical = LexicalArm(chosen.lexical_configs, plain or query, required)
+    vectors = []
+    for name in chosen.embedders:
+        embedder = get_embedder(name)
+        vectors.append(
+            VectorArm(name, embedder.version, int(embedder.dimension),
+                      query_vectors.get(name, plain or query))
+        )
+    lexical_weight, vector_weight = arm_weights(lexical is not None, len(vectors), fusion)
+    if lexical is not None:
+        lexical = LexicalArm(lexical.configs, lexical.text, lexical.required, lexical_weight)
+    vectors = [VectorArm(v.embedder, v.version, v.dimension, v.vector, vector_weight)
+               for v in vectors]
+    return SearchPlan(
+        content_type_id=content_type_id,
+        lexical=lexical,
+        vectors=tuple(vectors),
+        fusion=fusion,
+        rrf_k=int(conf.get("RRF_K")),
+        candidates=int(candidates or conf.get("CANDIDATES")),
+        term_depth=int(conf.get("LEXICAL_TERM_DEPTH")),
+        ef_search=int(conf.get("EF_SEARCH")),
+        max_scan_tuples=int(conf.get("MAX_SCAN_TUPLES")),
+        language=chosen.restrict_language,
+    )
