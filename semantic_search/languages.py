@@ -43,6 +43,10 @@ SCRIPT_LANGUAGES: dict[str, frozenset[str]] = {
 }
 
 
+# Below this many words, only the script can decide a language.
+MIN_WORDS = 3
+
+
 def search_config(language: str | None) -> str:
     """The PostgreSQL text search configuration for an ISO 639-1 code (``simple`` if none)."""
     return SEARCH_CONFIGS.get(normalize_code(language) or "", FALLBACK_CONFIG)
@@ -162,6 +166,9 @@ def detect_language(
             return Detection(next(iter(latin)), share, "script")
         if not latin:
             return Detection(None, 0.0, "script-not-allowed")
+    if len(text.split()) < MIN_WORDS:
+        # langdetect on one or two words is wrong about half the time, and overconfident.
+        return Detection(None, 0.0, "too-short")
     probabilities = _langdetect_probabilities(text, allowed_set)
     if not probabilities:
         return Detection(None, 0.0, "undetectable")

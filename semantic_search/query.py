@@ -166,8 +166,8 @@ def _arm_select(name: str, label: str, score: str, order: str, weight: float) ->
     return (
         f"SELECT entry_id, '{label}'::text AS arm, {weight!r}::float8 AS weight,"
         f" {score} AS score, row_number() OVER (ORDER BY {order}, entry_id) AS rank,"
-        f" ({score} - min({score}) OVER ()) / nullif(max({score}) OVER () - min({score}) OVER (), 0)"
-        f" AS norm FROM {name}"
+        f" ({score} - min({score}) OVER ())"
+        f" / nullif(max({score}) OVER () - min({score}) OVER (), 0) AS norm FROM {name}"
     )
 
 

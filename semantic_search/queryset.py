@@ -99,10 +99,14 @@ class SearchJoin:
         return hash(self.identity)
 
 
-def _highlight_sql(model: type[models.Model], connection_quote=None) -> str | None:
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _highlight_sql(model: type[models.Model]) -> str | None:
     """ts_headline over the registered text columns, HTML-escaped, with <b> marks."""
     registration = get_registration(model)
-    quote = connection_quote or (lambda name: '"%s"' % name.replace('"', '""'))
+    quote = _quote
     columns = []
     for name in registration.fields:
         try:

@@ -107,7 +107,9 @@ def route(
         if lang:
             configs = (search_config(lang),)
         else:
-            segmented = [c for c in site_languages if normalize_code(c) not in UNSEGMENTED_LANGUAGES]
+            segmented = [
+                c for c in site_languages if normalize_code(c) not in UNSEGMENTED_LANGUAGES
+            ]
             configs = tuple(dict.fromkeys([*map(search_config, segmented), FALLBACK_CONFIG]))
     restrict = lang if languages == "same" and lang else None
     return Route(lang, detection, configs, tuple(embedders), restrict)

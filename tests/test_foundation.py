@@ -31,8 +31,8 @@ def test_vector_column_round_trips():
     entry = SearchEntry.objects.create(content_type=content_type, object_id="1")
     vector = np.linspace(-1, 1, 384).astype(np.float32)
     ChunkEmbedding.objects.create(
-        entry=entry, content_type=content_type, embedder="x", embedder_version="1", chunk=0,
-        text_hash="h", vector=vector,
+        entry=entry, content_type=content_type, object_id="1", embedder="x",
+        embedder_version="1", chunk=0, text_hash="h", vector=vector,
     )
     stored = ChunkEmbedding.objects.get(entry=entry).vector
     np.testing.assert_allclose(np.asarray(stored), vector, rtol=1e-6)
@@ -62,8 +62,8 @@ def test_hnsw_index_is_used_for_nearest_neighbours():
         ids = [row[0] for row in cursor.fetchall()][-3000:]
         cursor.executemany(
             "INSERT INTO semantic_search_chunkembedding "
-            "(entry_id, content_type_id, language, embedder, embedder_version, chunk, text_hash,"
-            " start, \"end\", vector) VALUES (%s, %s, '', %s, %s, 0, '', 0, 0, %s)",
+            "(entry_id, content_type_id, object_id, language, embedder, embedder_version, chunk,"
+            " text_hash, start, \"end\", vector) VALUES (%s, %s, '', '', %s, %s, 0, '', 0, 0, %s)",
             [
                 (i, content_type.id, spec_name, embedder.version, str(v.tolist()))
                 for i, v in zip(ids, vectors, strict=True)

@@ -1,0 +1,279 @@
+"""The query layer on the real database and models, over a multilingual XQuAD slice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import User
+from django.core.paginator import Paginator
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+import semantic_search
+from example_project.demo.models import Article, Topic
+from semantic_search import NotRegistered, changes, indexing, lexical
+from semantic_search.models import SearchEntry
+
+DATA = Path(__file__).resolve().parent.parent / "example_project" / "demo" / "data"
+pytestmark = pytest.mark.django_db
+
+
+def _load_slice() -> list[Article]:
+    rows = [json.loads(line) for line in (DATA / "xquad_slice.jsonl").open(encoding="utf-8")]
+    articles = Article.objects.bulk_create(
+        Article(title=r["title"], body=r["body"], language=r["language"],
+                external_id=r["external_id"])
+        for r in rows
+    )
+    entry_ids = changes.record_saved(Article, [a.pk for a in articles])
+    indexing.index_entries(entry_ids)
+    return articles
+
+
+@pytest.fixture(scope="module")
+def corpus(django_db_setup, django_db_blocker):
+    """The 180-paragraph slice (10 articles x 3 paragraphs x 6 languages), indexed once."""
+    with django_db_blocker.unblock():
+        articles = _load_slice()
+        yield {a.external_id: a for a in articles}
+        Article.objects.all().delete()
+
+
+def questions(language: str) -> list[dict]:
+    lines = (DATA / "xquad_questions.jsonl").open(encoding="utf-8")
+    return [q for q in map(json.loads, lines) if q["language"] == language]
+
+
+def paragraph_key(external_id: str) -> str:
+    return external_id.rsplit("-", 1)[0]
+
+
+def test_german_query_finds_the_german_and_the_english_paragraph(corpus):
+    question = questions("de")[0]
+    key = paragraph_key(question["external_id"])
+    results = list(Article.objects.semantic_search(question["question"])[:10])
+    found = {a.external_id for a in results}
+    assert f"{key}-de" in found
+    assert f"{key}-en" in found
+    assert results[0].search_language == "de"
+
+
+def test_english_query_takes_the_english_route(corpus):
+    question = questions("en")[0]
+    qs = Article.objects.semantic_search(question["question"])
+    top = qs[0]
+    assert top.search_language == "en"
+    assert "vector:english" in top.search_route
+    assert "lexical:english" in top.search_route
+    assert qs.search_route.embedders == ("multilingual", "english")
+    assert paragraph_key(top.external_id) == paragraph_key(question["external_id"])
+
+
+def test_monolingual_quality_on_the_slice(corpus):
+    """Every language's questions find their paragraph in the top 3 most of the time."""
+    for language in ("en", "de", "es", "ru", "zh", "ar"):
+        hits = 0
+        asked = questions(language)[::3]
+        for question in asked:
+            top = Article.objects.semantic_search(question["question"], languages="same")[:3]
+            hits += question["external_id"] in {a.external_id for a in top}
+        assert hits / len(asked) >= 0.7, (language, hits, len(asked))
+
+
+def test_same_restricts_and_all_crosses_languages(corpus):
+    question = questions("es")[3]["question"]
+    same = list(Article.objects.semantic_search(question, languages="same")[:20])
+    assert {a.language for a in same} == {"es"}
+    pooled = list(Article.objects.semantic_search(question, languages="all")[:20])
+    assert len({a.language for a in pooled}) > 1
+
+
+def test_chinese_query_takes_a_vector_only_route(corpus):
+    question = questions("zh")[0]
+    qs = Article.objects.semantic_search(question["question"])
+    assert qs.search_route.lexical_configs == ()
+    assert qs.search_route.embedders == ("multilingual",)
+    assert qs[0].search_lexical_rank is None
+
+
+def test_filters_inside_the_statement_and_chaining(corpus):
+    question = questions("en")[1]["question"]
+    qs = Article.objects.filter(language="de").semantic_search(question)
+    assert {a.language for a in qs[:20]} == {"de"}
+    after = Article.objects.semantic_search(question).filter(language="ru")
+    assert {a.language for a in after[:20]} == {"ru"}
+    assert after.count() == len(list(after)) > 0
+    values = list(Article.objects.semantic_search(question).values("title", "search_score")[:3])
+    assert values[0]["search_score"] >= values[1]["search_score"] >= values[2]["search_score"]
+    only = Article.objects.semantic_search(question).only("title", "topic__name")
+    only = only.select_related("topic")[:2]
+    assert len(list(only)) == 2
+    page = Paginator(Article.objects.semantic_search(question), 7).page(2)
+    assert len(page.object_list) == 7
+    assert list(Article.objects.using("default").semantic_search(question)[:1])
+
+
+def test_modes_and_fusions(corpus):
+    question = questions("en")[2]
+    expected = question["external_id"]
+    for mode in ("hybrid", "vector", "lexical"):
+        for fusion in ("rrf", "weighted"):
+            top = Article.objects.semantic_search(question["question"], mode=mode, fusion=fusion)
+            ids = [a.external_id for a in top[:5]]
+            assert expected in ids, (mode, fusion, ids)
+    lexical_only = Article.objects.semantic_search(question["question"], mode="lexical")[0]
+    assert lexical_only.search_vector_rank is None and lexical_only.search_lexical_rank == 1
+    with pytest.raises(ValueError, match="fusion"):
+        list(Article.objects.semantic_search("x", fusion="nope"))
+    with pytest.raises(ValueError, match="mode"):
+        Article.objects.semantic_search("x", mode="nope")
+
+
+def test_highlight_marks_query_words_in_the_documents_language(corpus):
+    top = Article.objects.semantic_search("Warsaw football club", languages="same")[0]
+    assert "<b>" in top.search_highlight
+    assert "<script>" not in top.search_highlight
+
+
+def test_websearch_syntax_is_honoured(corpus):
+    excluded = Article.objects.semantic_search("Warsaw -Polonia", languages="same")
+    assert all("polonia" not in (a.title + a.body).lower() for a in excluded[:20])
+    phrase = list(Article.objects.semantic_search('"Saxon Garden"', languages="same")[:5])
+    assert phrase and all("saxon garden" in a.body.lower() for a in phrase)
+
+
+HOSTILE = [
+    "'", '"', "\\", "\\\\'", "\x00", "a\x00b", "'; DROP TABLE demo_article; --",
+    "a & b | !c <-> d", "foo:* & (bar | !baz)", "(((", '"unclosed', "-", "--", "or or or",
+    "%s %(x)s %%", "{}", "$1", "`", "\u202e\u200b", "😀" * 50, "x" * 10_000,
+]
+
+
+@pytest.mark.parametrize("query", HOSTILE)
+def test_hostile_queries_are_harmless(corpus, query):
+    results = list(Article.objects.semantic_search(query)[:5])
+    assert isinstance(results, list)
+    assert Article.objects.count() == len(corpus)
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\n\t", "\x00"])
+def test_empty_queries_give_an_empty_result(corpus, query):
+    assert list(Article.objects.semantic_search(query)) == []
+
+
+def test_unregistered_model_is_a_clear_error():
+    with pytest.raises(NotRegistered, match="not registered.*register"):
+        semantic_search.search(Topic.objects.all(), "anything")
+
+
+def test_more_like_this_finds_translations(corpus):
+    source = corpus["1-0-en"]
+    similar = [a.external_id for a in Article.objects.more_like_this(source)[:6]]
+    assert "1-0-en" not in similar
+    assert sum(paragraph_key(i) == "1-0" for i in similar) >= 4
+
+
+def test_hnsw_index_and_postings_index_are_used(corpus):
+    qs = Article.objects.semantic_search(questions("en")[0]["question"])[:10]
+    sql, params = qs.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")  # a 180-row table would be scanned
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("RESET enable_seqscan")
+    assert "semantic_search_hnsw_" in plan
+    assert "semantic_search_term_impact" in plan
+
+
+def test_bm25_statistics_follow_updates_and_deletes(corpus):
+    def stats():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT documents, total_length FROM semantic_search_lexicalstats "
+                "WHERE search_config = 'english'"
+            )
+            return cursor.fetchone()
+
+    documents, _ = stats()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM semantic_search_searchentry "
+            "WHERE search_config = 'english' AND lexical_length > 0"
+        )
+        assert cursor.fetchone()[0] == documents
+    extra = Article.objects.create(title="Extra", body="More words here", language="en")
+    indexing.index_entries([SearchEntry.objects.get(object_id=str(extra.pk)).id])
+    assert stats()[0] == documents + 1
+    extra.delete()
+    assert stats()[0] == documents
+    lexical.refresh_impacts()
+
+
+def _synthetic_rows(count: int, published_every: int) -> None:
+    """Indexed objects with random vectors, inserted in bulk (scale and filter tests)."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from semantic_search.embedders import get_embedder
+    from semantic_search.models import ChunkEmbedding
+
+    articles = Article.objects.bulk_create(
+        Article(title=f"Synthetic {i}", body=f"filler text number {i}", language="en",
+                published=(i % published_every == 0), external_id=f"syn-{i}")
+        for i in range(count)
+    )
+    entry_ids = changes.record_saved(Article, [a.pk for a in articles])
+    content_type = ContentType.objects.get_for_model(Article)
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(count, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE semantic_search_searchentry SET state = 'indexed', language = 'en',"
+            " search_config = 'english', search_vector = to_tsvector('english', 'filler text')"
+            " WHERE id = ANY(%s)", [entry_ids],
+        )
+        lexical.write_postings(cursor, entry_ids)
+    version = get_embedder("multilingual").version
+    ChunkEmbedding.objects.bulk_create(
+        ChunkEmbedding(entry_id=e, content_type=content_type, object_id=str(a.pk), language="en",
+                       embedder="multilingual", embedder_version=version, chunk=0,
+                       text_hash="", vector=v)
+        for e, a, v in zip(entry_ids, articles, vectors, strict=True)
+    )
+
+
+def test_a_filter_keeping_one_percent_still_returns_a_full_page(corpus):
+    _synthetic_rows(2000, published_every=100)  # 20 of 2,000 synthetic rows are published
+    Article.objects.exclude(external_id__startswith="syn-").update(published=False)
+    query = "filler text about nothing in particular"
+    for mode in ("vector", "hybrid", "lexical"):
+        page = list(Article.objects.filter(published=True).semantic_search(query, mode=mode)[:10])
+        assert len(page) == 10, mode
+        assert all(a.published for a in page)
+
+
+def test_admin_search_ranks_by_relevance_and_avoids_full_scans(corpus, client):
+    User.objects.create_superuser("admin", "admin@example.com", "pw")
+    client.login(username="admin", password="pw")
+    question = questions("en")[0]
+    expected_top = Article.objects.semantic_search(question["question"])[0]
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get("/admin/demo/article/", {"q": question["question"]})
+    assert response.status_code == 200
+    result_list = response.context["cl"].result_list
+    assert result_list[0].pk == expected_top.pk  # relevance survives Meta.ordering = ["id"]
+    scores = [a.search_score for a in result_list]
+    assert scores == sorted(scores, reverse=True)
+    assert b"relevance" in response.content
+    sqls = [q["sql"] for q in captured.captured_queries]
+    assert not any("LIKE" in s and "demo_article" in s for s in sqls)
+    counts = [s for s in sqls if "COUNT(" in s.upper() and "demo_article" in s]
+    assert counts and all("semantic_search_results" in s for s in counts)
+    filtered = client.get("/admin/demo/article/", {"q": question["question"], "language": "de"})
+    assert {a.language for a in filtered.context["cl"].result_list} == {"de"}
+    ordered = client.get("/admin/demo/article/", {"q": question["question"], "o": "1"})
+    titles = [a.title for a in ordered.context["cl"].result_list]
+    assert titles == sorted(titles)  # a column the user sorts by wins over relevance
