@@ -372,6 +372,33 @@ def index_through_worker(
 # --- Measurements -----------------------------------------------------------------------------
 
 
+class CpuMeter:
+    """Cores used over an interval by some processes, and by the whole machine (to tell
+    whether someone else competed for the CPU)."""
+
+    def __init__(self, *pids: int) -> None:
+        self.processes = [psutil.Process(pid) for pid in pids or (os.getpid(),)]
+        self.started = time.perf_counter()
+        self.ours = self._ours()
+        self.machine = self._machine()
+
+    def _ours(self) -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in self.processes)
+
+    @staticmethod
+    def _machine() -> float:
+        times = psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+    def cores(self) -> tuple[float, float]:
+        """(cores used by the processes, cores busy machine-wide) since creation."""
+        elapsed = time.perf_counter() - self.started
+        return (
+            (self._ours() - self.ours) / elapsed,
+            (self._machine() - self.machine) / elapsed,
+        )
+
+
 @dataclass
 class Row:
     embedder: str
@@ -384,6 +411,8 @@ class Row:
     tasks: int = 0
     failed: int = 0
     load: str = ""
+    raw_cores: tuple[float, float] = (0.0, 0.0)  # (this process, machine)
+    full_cores: tuple[float, float] = (0.0, 0.0)  # (worker, machine)
 
     @property
     def ratio(self) -> float:
@@ -394,16 +423,20 @@ class Row:
         return self.full_rate / self.raw_chunked_rate if self.raw_chunked_rate else 0.0
 
 
-def measure_raw(name: str, texts: list[str], warmup: list[str], batch_size: int) -> float:
-    """Documents per second of ``encode_passages`` on ``batch_size`` texts per call."""
+def measure_raw(
+    name: str, texts: list[str], warmup: list[str], batch_size: int
+) -> tuple[float, tuple[float, float]]:
+    """Documents per second of ``encode_passages`` on ``batch_size`` texts per call, and the
+    cores used (this process, machine)."""
     from semantic_search.embedders import get_embedder
 
     embedder = get_embedder(name)
     embedder.encode_passages(warmup)
+    meter = CpuMeter()
     started = time.perf_counter()
     for batch in batched(texts, batch_size):
         embedder.encode_passages(batch)
-    return len(texts) / (time.perf_counter() - started)
+    return len(texts) / (time.perf_counter() - started), meter.cores()
 
 
 def measure_raw_chunked(name: str, texts: list[str], batch_size: int) -> tuple[float, float]:
@@ -434,7 +467,9 @@ def measure_full(
     with running_worker([name], args.database_url, f"worker-{name}.log") as worker:
         index_through_worker(worker, warmup, args.timeout, args.poll)  # loads the model
         offset = worker.log_size()
+        meter = CpuMeter(worker.pid)
         elapsed = index_through_worker(worker, docs, args.timeout, args.poll)
+        row.full_cores = meter.cores()
         time.sleep(0.5)  # let the last "succeeded" line reach the log
         task_times = worker.task_seconds(offset)
     states = entry_states()
@@ -464,14 +499,17 @@ class StageTimes:
         return timed
 
 
-SQL_TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', re.IGNORECASE)
+SQL_WRITE = re.compile(r'\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)"?', re.IGNORECASE)
+SQL_READ = re.compile(r'\bFROM\s+"?(\w+)"?', re.IGNORECASE)
 
 
 def sql_kind(sql: str) -> str:
-    """``VERB table`` of a statement, e.g. ``UPDATE semantic_search_searchentry``."""
-    verb = sql.split(None, 1)[0].upper() if sql.strip() else "?"
-    match = SQL_TABLE.search(sql)
-    return f"{verb} {match.group(1)}" if match else verb
+    """``VERB table`` of a statement (its write, if any), e.g. ``UPDATE semantic_search_x``."""
+    if match := SQL_WRITE.search(sql):
+        return f"{match.group(1).split()[0].upper()} {match.group(2)}"
+    if match := SQL_READ.search(sql):
+        return f"SELECT {match.group(1)}"
+    return sql.split(None, 1)[0].upper() if sql.strip() else "?"
 
 
 def measure_breakdown(name: str, docs: list[tuple[str, str]], batch_size: int) -> StageTimes:
@@ -587,7 +625,7 @@ def run_comparison(args) -> None:
         row = Row(name, len(docs))
         load_before = load_average()
         print(f"[{name}] raw encode_passages ...", flush=True)
-        row.raw_rate = measure_raw(name, texts, warmup_texts, args.batch_size)
+        row.raw_rate, row.raw_cores = measure_raw(name, texts, warmup_texts, args.batch_size)
         row.raw_chunked_rate, _ = measure_raw_chunked(name, texts, args.batch_size)
         if args.breakdown:
             print(f"[{name}] in-process stage breakdown ...", flush=True)
@@ -618,6 +656,10 @@ def run_comparison(args) -> None:
         "tasks per run: " + ", ".join(f"{r.embedder}={r.tasks}" for r in rows),
         "load average (1/5/15 min) before -> after each embedder: "
         + "; ".join(f"{r.embedder} {r.load}" for r in rows),
+        "cores used during raw (this process / whole machine): "
+        + "; ".join(f"{r.embedder} {r.raw_cores[0]:.2f} / {r.raw_cores[1]:.2f}" for r in rows),
+        "cores used during full path (worker / whole machine, incl. Postgres): "
+        + "; ".join(f"{r.embedder} {r.full_cores[0]:.2f} / {r.full_cores[1]:.2f}" for r in rows),
     ]
     report = "\n".join(
         ["# semantic_search indexing throughput", *header_lines(args), "", format_table(rows),
@@ -652,7 +694,9 @@ def run_backfill(args) -> None:
                     flush=True,
                 )
 
+        meter = CpuMeter(worker.pid)
         elapsed = index_through_worker(worker, docs, args.timeout, 1.0, on_poll=sample)
+        worker_cores, machine_cores = meter.cores()
     states = entry_states()
     chunks = chunk_count()
     empty_tables()
@@ -671,17 +715,20 @@ def run_backfill(args) -> None:
         f"{tenth[1] / mib:.0f} MiB",
         f"worker RSS at the end: {samples[-1][1] / mib:.0f} MiB",
         f"worker peak RSS (sampled every second): {peak / mib:.0f} MiB",
+        f"cores used: worker {worker_cores:.2f}, whole machine {machine_cores:.2f}; "
         f"load average at the end: {load_average()}",
     ]
-    rss_path = RESULTS_DIR / "indexing-backfill-rss.csv"
+    output = args.output or RESULTS_DIR / "indexing-backfill.txt"
+    rss_path = output.with_name(output.stem + "-rss.csv")
+    rss_path.parent.mkdir(parents=True, exist_ok=True)
     rss_path.write_text(
         "seconds,rss_mib,indexed\n"
         + "".join(f"{t:.1f},{rss / mib:.1f},{n}\n" for t, rss, n in samples)
     )
-    lines.append(f"RSS samples: {rss_path.relative_to(PROJECT_DIR)}")
+    lines.append(f"RSS samples: {rss_path}")
     report = "\n".join(lines)
     print("\n" + report, flush=True)
-    write_report(args.output or RESULTS_DIR / "indexing-backfill.txt", report)
+    write_report(output, report)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
