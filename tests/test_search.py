@@ -277,3 +277,12 @@ def test_admin_search_ranks_by_relevance_and_avoids_full_scans(corpus, client):
     ordered = client.get("/admin/demo/article/", {"q": question["question"], "o": "1"})
     titles = [a.title for a in ordered.context["cl"].result_list]
     assert titles == sorted(titles)  # a column the user sorts by wins over relevance
+
+
+def test_search_page_renders_ranked_highlighted_results(corpus, client):
+    response = client.get("/", {"q": "Warsaw football club <script>"})
+    assert response.status_code == 200
+    page = response.context["page"]
+    assert len(page.object_list) == 10
+    assert b"<b>" in response.content
+    assert b"<script>" not in response.content
