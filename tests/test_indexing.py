@@ -17,10 +17,39 @@ from semantic_search.registry import get_registration
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+UNCONSUMED_QUEUE = "semantic_search_tests_unconsumed"
+
+
+@pytest.fixture(autouse=True)
+def no_worker_races(settings):
+    """Tasks these tests enqueue go to a queue no worker reads: the session's real worker
+    (tests/test_worker.py) must not index behind the back of a test that indexes in-process."""
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "QUEUE": UNCONSUMED_QUEUE}
+    yield
+    from example_project.celery import app
+
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(UNCONSUMED_QUEUE)
+
+
 @pytest.fixture
 def sync_mode(settings):
     settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "SYNC": True}
     return settings
+
+
+@pytest.fixture
+def encode_calls(monkeypatch) -> list[tuple[str, int]]:
+    """(embedder name, number of texts) of every encode_passages call during the test."""
+    calls: list[tuple[str, int]] = []
+    original = embedders.SentenceTransformerEmbedder.encode_passages
+
+    def counting(self, texts):
+        calls.append((self.name, len(texts)))
+        return original(self, texts)
+
+    monkeypatch.setattr(embedders.SentenceTransformerEmbedder, "encode_passages", counting)
+    return calls
 
 
 def entry_of(article: Article) -> SearchEntry:
@@ -81,39 +110,24 @@ def test_update_and_delete_reach_the_index(sync_mode):
     assert not ChunkEmbedding.objects.filter(entry_id=entry_id).exists()
 
 
-def test_unchanged_text_is_not_embedded_again(sync_mode, monkeypatch):
+def test_unchanged_text_is_not_embedded_again(sync_mode, encode_calls):
     article = Article.objects.create(title="Stable", body="Nothing changes here.", language="en")
-    calls = []
-    original = embedders.SentenceTransformerEmbedder.encode_passages
-
-    def counting(self, texts):
-        calls.append(len(texts))
-        return original(self, texts)
-
-    monkeypatch.setattr(embedders.SentenceTransformerEmbedder, "encode_passages", counting)
+    assert len(encode_calls) == 2  # the first save embeds with both models
     article.published = False
     article.save()  # a save that does not change indexed text
-    assert calls == []
+    assert len(encode_calls) == 2
     assert entry_of(article).state == IndexState.INDEXED
 
 
-def test_one_encode_call_per_embedder_per_batch(monkeypatch):
+def test_one_encode_call_per_embedder_per_batch(encode_calls):
     with transaction.atomic():
         articles = [
             Article.objects.create(title=f"Title {i}", body=f"Body number {i}", language="en")
             for i in range(5)
         ]
-    calls = []
-    original = embedders.SentenceTransformerEmbedder.encode_passages
-
-    def counting(self, texts):
-        calls.append((self.name, len(texts)))
-        return original(self, texts)
-
-    monkeypatch.setattr(embedders.SentenceTransformerEmbedder, "encode_passages", counting)
     report = indexing.index_entries([entry_of(a).id for a in articles])
     assert report.indexed == 5
-    assert sorted(calls) == [("english", 5), ("multilingual", 5)]
+    assert sorted(encode_calls) == [("english", 5), ("multilingual", 5)]
 
 
 def test_update_during_embedding_ends_with_newest_text(monkeypatch):
@@ -222,7 +236,9 @@ def test_model_version_change_marks_rows_stale_and_reindex_moves_them(sync_mode,
     embedders.reset_embedders()
     try:
         assert stale(registration, "default").filter(pk=entry_of(article).pk).exists()
-        english_row = next(row for row in status() if row.embedder == "english")
+        english_row = next(
+            row for row in status() if (row.model, row.embedder) == ("demo.Article", "english")
+        )
         assert english_row.stale >= 1
         call_command("semantic_search_reindex", "demo.Article", "--no-progress")
         assert not stale(registration, "default").filter(pk=entry_of(article).pk).exists()
