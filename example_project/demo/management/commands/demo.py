@@ -168,12 +168,6 @@ class Command(BaseCommand):
         )
 
     def search(self) -> None:
-        if not hasattr(Article.objects, "semantic_search"):
-            self.stdout.write(
-                "\nArticle.objects has no semantic_search() yet (add "
-                "`objects = SemanticSearchManager()` to the model): skipping the searches."
-            )
-            return
         self.load_query_models()
         for query in QUERIES:
             self.print_results(query)
