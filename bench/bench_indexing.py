@@ -11,13 +11,18 @@ Per embedder (each measured alone):
 * breakdown: ``index_entries`` run here on batches of 32, timed per stage and per SQL statement.
 
 ``--backfill N`` instead indexes N objects with every embedder on and samples the worker's RSS
-every second. Everything runs in the database ``bench_indexing`` of the server ``DATABASE_URL``
-points to, on the queue ``bench_indexing`` of ``CELERY_BROKER_URL``.
+every second. Everything runs in the database ``bench_indexing`` (dropped and created again at
+each run) of the server ``DATABASE_URL`` points to, and on the queue ``bench_indexing`` of
+``CELERY_BROKER_URL``. ``--code HEAD`` measures a snapshot of a commit instead of the working
+tree, so that edits in progress cannot change the code between the phases of a run.
 
     eval $(.venv/bin/python -m example_project.services env)
     .venv/bin/python bench/bench_indexing.py --data /work/shared/data/scifact --docs 1000
     nohup .venv/bin/python bench/bench_indexing.py --data /work/shared/data/scifact \\
-        --backfill 10000 > bench/results/indexing-backfill.log 2>&1 &
+        --backfill 10000 > bench/results/logs/indexing-backfill.log 2>&1 &
+
+Reports: bench/results/indexing.txt, bench/results/indexing-backfill.txt (+ -rss.csv); worker
+logs in bench/results/logs/.
 """
 
 from __future__ import annotations

@@ -1,0 +1,488 @@
+"""Retrieval quality on a BEIR-format test collection, measured through the public search API.
+
+    corpus.jsonl   {"_id": ..., "title": ..., "text": ...[, "language": ...]}  per line
+    queries.jsonl  {"_id": ..., "text": ...[, "language": ...]}                per line
+    qrels.tsv      query-id  corpus-id  score   (a header line first; score > 0 is relevant)
+
+The corpus is stored as :class:`~semantic_search.models.EvaluationDocument` rows under a
+fingerprint of its file and indexed through the ordinary pipeline once; later runs on the same
+file reuse it. Every query runs as
+``EvaluationDocument.objects.filter(corpus=key).semantic_search(text, ...)[:100]``.
+Metrics follow BEIR / pytrec_eval: nDCG with gain = grade and a log2 discount, recall, and the
+reciprocal rank of the first relevant document, averaged over the judged queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import connections, transaction
+from django.db.models import Q, TextField
+from django.db.models.functions import Cast
+from tqdm import tqdm
+
+from . import conf, lexical
+from .changes import _PendingBatch, dispatch, forget_objects, record_saved
+from .embedders import get_embedder
+from .indexes import ensure_vector_indexes
+from .indexing import IndexReport, index_entries
+from .languages import detect_language, normalize_code
+from .maintenance import entries, missing_pks, stale
+from .models import EvaluationDocument, IndexState, SearchEntry
+from .registry import clean_text, get_registration
+from .routing import query_vectors
+
+DEPTH = 100
+BATCH_SIZE = 64
+DOC_ID_MAX = 255
+
+Qrels = dict[str, dict[str, int]]
+
+
+class EvaluationError(Exception):
+    """The evaluation cannot run (the message says why)."""
+
+
+class EvaluationInputError(EvaluationError, ValueError):
+    """A malformed line of an input file (the message names the file and the line)."""
+
+
+@dataclass(frozen=True)
+class CorpusDocument:
+    doc_id: str
+    title: str
+    text: str
+    language: str | None
+
+
+@dataclass(frozen=True)
+class Query:
+    query_id: str
+    text: str
+    language: str | None
+
+
+# --- Readers ----------------------------------------------------------------------------------
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of the non-blank lines of a UTF-8 file."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                raise _error(path, number, f"not UTF-8 ({exc.reason})") from exc
+            if line.strip():
+                yield number, line
+
+
+def _error(path: Path, number: int, problem: str) -> EvaluationInputError:
+    return EvaluationInputError(f"{path}, line {number}: {problem}")
+
+
+def _json_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    for number, line in _lines(path):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _error(path, number, f"invalid JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise _error(path, number, "expected a JSON object")
+        yield number, row
+
+
+def _required(row: dict, key: str, path: Path, number: int) -> str:
+    if row.get(key) is None:
+        raise _error(path, number, f"missing key {key!r}")
+    return str(row[key])
+
+
+def _identifier(row: dict, path: Path, number: int, seen: set[str]) -> str:
+    identifier = _required(row, "_id", path, number)
+    if identifier in seen:
+        raise _error(path, number, f"duplicate _id {identifier!r}")
+    if len(identifier) > DOC_ID_MAX:
+        raise _error(path, number, f"_id longer than {DOC_ID_MAX} characters")
+    seen.add(identifier)
+    return identifier
+
+
+def read_corpus(path: str | Path) -> list[CorpusDocument]:
+    """The documents of a BEIR ``corpus.jsonl``."""
+    path, seen, documents = Path(path), set(), []
+    for number, row in _json_objects(path):
+        documents.append(
+            CorpusDocument(
+                doc_id=_identifier(row, path, number, seen),
+                title=str(row.get("title") or ""),
+                text=_required(row, "text", path, number),
+                language=normalize_code(row.get("language")),
+            )
+        )
+    return documents
+
+
+def read_queries(path: str | Path) -> list[Query]:
+    """The queries of a BEIR ``queries.jsonl``, in file order."""
+    path, seen, queries = Path(path), set(), []
+    for number, row in _json_objects(path):
+        query_id = _identifier(row, path, number, seen)
+        text = _required(row, "text", path, number)
+        queries.append(Query(query_id, text, normalize_code(row.get("language"))))
+    return queries
+
+
+def read_qrels(path: str | Path) -> Qrels:
+    """query id -> {relevant corpus id: grade} from a BEIR qrels TSV (grades <= 0 dropped)."""
+    path, qrels = Path(path), {}
+    for index, (number, line) in enumerate(_lines(path)):
+        columns = line.split()
+        if index == 0 and not (len(columns) == 3 and _is_integer(columns[2])):
+            continue  # the header line
+        if len(columns) != 3:
+            raise _error(
+                path, number,
+                f"expected 3 columns (query-id, corpus-id, score), found {len(columns)}",
+            )
+        query_id, doc_id, score = columns
+        if not _is_integer(score):
+            raise _error(path, number, f"score {score!r} is not an integer")
+        if int(score) > 0:
+            qrels.setdefault(query_id, {})[doc_id] = int(score)
+    return qrels
+
+
+def _is_integer(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def judged_queries(queries: Sequence[Query], qrels: Qrels, limit: int | None = None) -> list[Query]:
+    """The queries that have at least one relevant document, optionally the first ``limit``."""
+    judged = [query for query in queries if qrels.get(query.query_id)]
+    return judged[:limit] if limit is not None else judged
+
+
+# --- Metrics ----------------------------------------------------------------------------------
+
+
+def ndcg_at(ranking: Sequence[str], relevant: Mapping[str, int], k: int) -> float:
+    """nDCG@k with gain = grade and discount log2(rank + 1)."""
+    dcg = sum(relevant.get(doc, 0) / math.log2(rank + 2) for rank, doc in enumerate(ranking[:k]))
+    ideal = sorted((g for g in relevant.values() if g > 0), reverse=True)[:k]
+    idcg = sum(grade / math.log2(rank + 2) for rank, grade in enumerate(ideal))
+    return dcg / idcg if idcg else 0.0
+
+
+def recall_at(ranking: Sequence[str], relevant: Mapping[str, int], k: int) -> float:
+    """Share of the relevant documents found in the top k."""
+    wanted = {doc for doc, grade in relevant.items() if grade > 0}
+    return len(wanted.intersection(ranking[:k])) / len(wanted) if wanted else 0.0
+
+
+def mrr_at(ranking: Sequence[str], relevant: Mapping[str, int], k: int) -> float:
+    """Reciprocal rank of the first relevant document in the top k (0 if none)."""
+    for rank, doc in enumerate(ranking[:k], 1):
+        if relevant.get(doc, 0) > 0:
+            return 1.0 / rank
+    return 0.0
+
+
+Metric = Callable[[Sequence[str], Mapping[str, int], int], float]
+METRICS: dict[str, tuple[Metric, int]] = {
+    "ndcg@10": (ndcg_at, 10),
+    "recall@10": (recall_at, 10),
+    "recall@100": (recall_at, 100),
+    "mrr@10": (mrr_at, 10),
+}
+
+
+def score_rankings(rankings: Mapping[str, Sequence[str]], qrels: Qrels) -> dict[str, float]:
+    """Each metric averaged over the ranked queries that have judgments."""
+    judged = [query_id for query_id in rankings if qrels.get(query_id)]
+    scores = {}
+    for name, (metric, k) in METRICS.items():
+        values = [metric(rankings[q], qrels[q], k) for q in judged]
+        scores[name] = sum(values) / len(values) if values else 0.0
+    return scores
+
+
+# --- Loading and indexing the corpus ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedCorpus:
+    """A corpus stored and indexed under ``key``; counts of what this run had to do."""
+
+    key: str
+    documents: int
+    loaded: int
+    chunks_embedded: int | None  # None when the workers indexed it
+    index_seconds: float
+    other_documents: int = 0  # of other corpora: they share the BM25 statistics
+
+
+def corpus_key(path: str | Path) -> str:
+    """The corpus fingerprint: the first 16 hex digits of the file's SHA-256."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def document_language(document: CorpusDocument) -> str:
+    """The document's given language, else the one detected among the site's languages."""
+    if document.language:
+        return document.language
+    text = f"{document.title}\n{document.text}"[:5000]
+    detected = detect_language(text, conf.get("LANGUAGES"), threshold=0.5).language
+    return detected or normalize_code(conf.get("DEFAULT_LANGUAGE")) or ""
+
+
+def prepare_corpus(
+    path: str | Path,
+    documents: Sequence[CorpusDocument] | None = None,
+    *,
+    fresh: bool = False,
+    use_workers: bool = False,
+    using: str = "default",
+    progress: bool = True,
+) -> PreparedCorpus:
+    """Store and index the corpus file unless it already is (``fresh`` rebuilds it).
+
+    ``documents`` are the file's, when the caller has read them already. After indexing, BM25
+    impacts are recomputed with the final average document length.
+    """
+    documents = read_corpus(path) if documents is None else documents
+    key = corpus_key(path)
+    started = time.perf_counter()
+    if fresh:
+        delete_corpus(key, using)
+    loaded = _insert_missing(key, documents, using)
+    ensure_vector_indexes(using=using, drop_unused=False)
+    work = _work_ids(key, using)
+    chunks: int | None = None
+    if use_workers:
+        _index_with_workers(work, using, progress)
+    else:
+        chunks = _index_here(work, using, progress).chunks_embedded
+    if work:
+        lexical.refresh_impacts(using=using)
+    seconds = time.perf_counter() - started
+    others = EvaluationDocument.objects.using(using).exclude(corpus=key).count()
+    return PreparedCorpus(key, len(documents), loaded, chunks, seconds, others)
+
+
+def delete_corpus(key: str, using: str = "default") -> int:
+    """Delete a corpus's documents; their index entries go with them (``forget_objects``)."""
+    documents = EvaluationDocument.objects.using(using).filter(corpus=key)
+    with transaction.atomic(using=using):
+        forget_objects(EvaluationDocument, list(documents.values_list("pk", flat=True)), using)
+        deleted, _ = documents.delete()
+    return deleted
+
+
+def _insert_missing(key: str, documents: Sequence[CorpusDocument], using: str) -> int:
+    manager = EvaluationDocument.objects.using(using)
+    present = set(manager.filter(corpus=key).values_list("doc_id", flat=True))
+    new = [
+        EvaluationDocument(
+            corpus=key, doc_id=doc.doc_id, title=clean_text(doc.title),
+            text=clean_text(doc.text), language=document_language(doc),
+        )
+        for doc in documents
+        if doc.doc_id not in present
+    ]
+    manager.bulk_create(new, batch_size=1000)
+    return len(new)
+
+
+def _corpus_entries(key: str, using: str):
+    registration = get_registration(EvaluationDocument)
+    object_ids = (
+        EvaluationDocument.objects.using(using)
+        .filter(corpus=key)
+        .annotate(pk_text=Cast("pk", TextField()))
+        .values("pk_text")
+    )
+    return entries(registration, using).filter(object_id__in=object_ids)
+
+
+def _work_ids(key: str, using: str) -> list[int]:
+    """Entries of the corpus that are pending, failed or stale (recording missing ones)."""
+    registration = get_registration(EvaluationDocument)
+    missing = list(missing_pks(registration, using).filter(corpus=key))
+    if missing:
+        _record_without_dispatch(missing, using)
+    todo = _corpus_entries(key, using).filter(
+        Q(state__in=[IndexState.PENDING, IndexState.FAILED])
+        | Q(pk__in=stale(registration, using))
+    )
+    return list(todo.order_by("id").values_list("id", flat=True))
+
+
+def _record_without_dispatch(pks: list, using: str) -> None:
+    """``record_saved`` without its after-commit hand-off to the workers: the caller indexes
+    (or dispatches) these entries itself, so no duplicate tasks reach the broker."""
+    with transaction.atomic(using=using):
+        recorded = set(record_saved(EvaluationDocument, pks, using=using))
+        for _savepoints, callback, _robust in connections[using].run_on_commit:
+            if isinstance(callback, _PendingBatch):
+                callback.entry_ids[:] = [i for i in callback.entry_ids if i not in recorded]
+
+
+def _index_here(ids: list[int], using: str, progress: bool) -> IndexReport:
+    report = IndexReport()
+    with tqdm(total=len(ids), desc="indexing", unit="doc", disable=not progress) as bar:
+        for start in range(0, len(ids), BATCH_SIZE):
+            batch = ids[start : start + BATCH_SIZE]
+            report.add(index_entries(batch, using=using))
+            bar.update(len(batch))
+    return report
+
+
+def _index_with_workers(ids: list[int], using: str, progress: bool, poll: float = 0.5) -> None:
+    if conf.get("SYNC"):
+        raise EvaluationError("--async needs Celery workers, but SEMANTIC_SEARCH['SYNC'] is on.")
+    SearchEntry.objects.using(using).filter(id__in=ids).update(state=IndexState.PENDING)
+    for start in range(0, len(ids), BATCH_SIZE):
+        dispatch(ids[start : start + BATCH_SIZE], using)
+    pending = SearchEntry.objects.using(using).filter(id__in=ids, state=IndexState.PENDING)
+    with tqdm(total=len(ids), desc="indexing (workers)", unit="doc", disable=not progress) as bar:
+        while (left := pending.count()) > 0:
+            bar.update(len(ids) - left - bar.n)
+            time.sleep(poll)
+        bar.update(len(ids) - bar.n)
+
+
+# --- Searching and scoring --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Arguments of ``semantic_search()``; None takes the setting's default."""
+
+    mode: str = "hybrid"
+    languages: str | None = None
+    fusion: str | None = None
+    query_language: bool = False  # pass each query's "language" instead of detecting it
+
+    def describe(self) -> str:
+        languages = self.languages or conf.get("LANGUAGE_MODE")
+        fusion = self.fusion or conf.get("FUSION")
+        return f"mode={self.mode} languages={languages} fusion={fusion}"
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    scores: dict[str, float]
+    queries: int
+    documents: int
+    index_seconds: float
+    search_seconds: float
+    corpus: PreparedCorpus | None = field(default=None, compare=False)
+
+    @property
+    def mean_query_ms(self) -> float:
+        return 1000 * self.search_seconds / self.queries if self.queries else 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            **{name: round(value, 6) for name, value in self.scores.items()},
+            "queries": self.queries,
+            "documents": self.documents,
+            "index_seconds": round(self.index_seconds, 3),
+            "search_seconds": round(self.search_seconds, 3),
+            "mean_query_ms": round(self.mean_query_ms, 3),
+        }
+
+
+def search_queries(
+    key: str,
+    queries: Sequence[Query],
+    options: SearchOptions,
+    *,
+    using: str = "default",
+    progress: bool = False,
+    cold: bool = True,
+) -> tuple[dict[str, list[str]], float]:
+    """Each query's top ``DEPTH`` corpus ids, and the seconds all searches took. ``cold``
+    empties the query vector cache first, so query encoding is part of the time."""
+    corpus = EvaluationDocument.objects.using(using).filter(corpus=key)
+
+    def ranked(query: Query) -> list[str]:
+        results = corpus.semantic_search(
+            query.text, mode=options.mode, languages=options.languages, fusion=options.fusion,
+            language=query.language if options.query_language else None,
+        )
+        return list(results.values_list("doc_id", flat=True)[:DEPTH])
+
+    if queries:  # load the models and warm the connection outside the timing
+        for spec in conf.embedder_specs():
+            get_embedder(spec.name).encode_queries(["warm-up"])
+        ranked(queries[0])
+    if cold:
+        query_vectors.clear()
+    rankings = {}
+    started = time.perf_counter()
+    for query in tqdm(queries, desc="searching", unit="query", disable=not progress):
+        rankings[query.query_id] = ranked(query)
+    return rankings, time.perf_counter() - started
+
+
+def run_evaluation(
+    prepared: PreparedCorpus,
+    queries: Sequence[Query],
+    qrels: Qrels,
+    options: SearchOptions,
+    *,
+    using: str = "default",
+    progress: bool = False,
+    cold: bool = True,
+) -> EvaluationResult:
+    """Search every query on a prepared corpus and score the rankings (``cold``: see
+    :func:`search_queries`)."""
+    rankings, seconds = search_queries(
+        prepared.key, queries, options, using=using, progress=progress, cold=cold
+    )
+    return EvaluationResult(
+        score_rankings(rankings, qrels), len(queries), prepared.documents,
+        prepared.index_seconds, seconds, prepared,
+    )
+
+
+def evaluate(
+    corpus_path: str | Path,
+    queries_path: str | Path,
+    qrels_path: str | Path,
+    options: SearchOptions | None = None,
+    *,
+    fresh: bool = False,
+    use_workers: bool = False,
+    limit_queries: int | None = None,
+    using: str = "default",
+    progress: bool = True,
+) -> EvaluationResult:
+    """Read the three files, prepare the corpus and evaluate the judged queries."""
+    queries = read_queries(queries_path)
+    qrels = read_qrels(qrels_path)
+    documents = read_corpus(corpus_path)  # every file is checked before the database is used
+    judged = judged_queries(queries, qrels, limit_queries)
+    prepared = prepare_corpus(
+        corpus_path, documents, fresh=fresh, use_workers=use_workers, using=using,
+        progress=progress,
+    )
+    return run_evaluation(
+        prepared, judged, qrels, options or SearchOptions(), using=using, progress=progress
+    )
