@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "EF_SEARCH": 100,
     "MAX_SCAN_TUPLES": 20000,
     "LANGUAGE_MODE": "auto",  # "auto" | "same" | "all" (see routing.py)
-    "FUSION": "rrf",  # "rrf" | "weighted"
+    "FUSION": "weighted",  # "weighted" | "rrf"; chosen by measurement (README, Measurements)
     "RRF_K": 60,
     # Weighted fusion: share of the lexical arm and of all vector arms together.
     "WEIGHTS": {"lexical": 0.3, "vector": 0.7},
