@@ -91,6 +91,15 @@ def test_same_restricts_and_all_crosses_languages(corpus):
     assert len({a.language for a in pooled}) > 1
 
 
+def test_cross_lingual_route_is_the_multilingual_space_unless_operators_are_typed():
+    from semantic_search.routing import route
+
+    plain = route("Wie entstand das Rheintal vor langer Zeit?", languages="all")
+    assert (plain.lexical_configs, plain.embedders) == ((), ("multilingual",))
+    typed = route('"Rheintal" -Bonn entstand vor langer Zeit', languages="all")
+    assert typed.lexical_configs and typed.embedders == ("multilingual",)
+
+
 def test_chinese_query_takes_a_vector_only_route(corpus):
     question = questions("zh")[0]
     qs = Article.objects.semantic_search(question["question"])
@@ -181,7 +190,7 @@ def test_hnsw_index_and_postings_index_are_used(corpus):
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE semantic_search_chunkembedding")
         cursor.execute("ANALYZE semantic_search_lexicalterm")
-    qs = Article.objects.semantic_search("filler text about the number three", languages="all")
+    qs = Article.objects.semantic_search("filler text about the number three", language="en")
     sql, params = qs[:10].query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN " + sql, params)
