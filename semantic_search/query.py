@@ -40,7 +40,7 @@ class VectorArm:
 class LexicalArm:
     configs: tuple[str, ...]  # text search configurations to read the query's lexemes with
     text: str  # the query's plain words (OR semantics)
-    required: str = ""  # websearch syntax the user wrote: "phrases" and -exclusions
+    phrases: str = ""  # "quoted phrases" the user wrote: lexical hits must contain them
     weight: float = 1.0
     label: str = "lexical"
 
@@ -61,6 +61,7 @@ class SearchPlan:
     max_scan_tuples: int = 20_000
     language: str | None = None  # restrict to documents in this language ("same")
     exclude_object: str | None = None  # "more like this": leave the source out
+    exclusions: str = ""  # -words the user wrote (websearch syntax): no result contains them
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -117,6 +118,13 @@ def _lexical_ctes(plan: SearchPlan, object_filter: ObjectFilter | None) -> tuple
     terms_params = [
         list(arm.configs), arm.text, plan.content_type_id, plan.content_type_id, plan.df_cap,
     ]
+    phrase_sql, phrase_params = "", []
+    if arm.phrases:
+        phrase_sql = (
+            " JOIN semantic_search_searchentry pe ON pe.id = p.entry_id"
+            " AND pe.search_vector @@ websearch_to_tsquery(pe.search_config::regconfig, %s)"
+        )
+        phrase_params = [arm.phrases]
     lexical = (
         "lexical AS MATERIALIZED ("
         " SELECT p.entry_id, sum(t.idf * p.impact) AS score"
@@ -124,12 +132,12 @@ def _lexical_ctes(plan: SearchPlan, object_filter: ObjectFilter | None) -> tuple
         "  SELECT p.entry_id, p.impact FROM semantic_search_lexicalterm p"
         "  WHERE p.content_type_id = %s AND p.search_config = t.config AND p.lexeme = t.lexeme"
         f"{language_sql}{exclude_sql}{exists_sql}"
-        "  ORDER BY p.impact DESC LIMIT %s) p"
+        f"  ORDER BY p.impact DESC LIMIT %s) p{phrase_sql}"
         " GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT %s)"
     )
     lexical_params = [
         plan.content_type_id, *language_params, *exclude_params, *exists_params,
-        plan.term_depth, plan.candidates,
+        plan.term_depth, *phrase_params, plan.candidates,
     ]
     return f"{terms}, {lexical}", terms_params + lexical_params
 
@@ -202,11 +210,11 @@ def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> tu
         )
     fused_score, fused_params = _fused_score(plan)
     required_sql, required_params = "", []
-    if plan.lexical is not None and plan.lexical.required:
+    if plan.exclusions:
         required_sql = (
             " WHERE e.search_vector @@ websearch_to_tsquery(e.search_config::regconfig, %s)"
         )
-        required_params = [plan.lexical.required]
+        required_params = [plan.exclusions]
     statement = (
         f"WITH {', '.join(ctes)}, arms AS ({' UNION ALL '.join(arms)}),"
         f" fused AS (SELECT entry_id, {fused_score} AS score,"

@@ -5,8 +5,8 @@ Routes (``languages=``):
 - ``"auto"`` (default): the lexical arm in the query language's configuration, the multilingual
   embedder over every document, and the query language's monolingual embedder when one exists.
 - ``"same"``: only documents in the query's language, each arm as above.
-- ``"all"``: cross-lingual; the multilingual embedder alone (plus the lexical arm only when the
-  user typed phrases or exclusions, or with ``mode="lexical"``).
+- ``"all"``: cross-lingual; the multilingual embedder alone (``mode="lexical"`` still reads
+  lexemes in the query's language).
 
 An unsure detection never guesses: it takes the multilingual embedder and reads the query's
 lexemes with every site language's configuration. Languages Postgres does not segment (Chinese,
@@ -60,18 +60,19 @@ class Route:
         return " ".join(parts)
 
 
-def split_operators(query: str) -> tuple[str, str]:
+def split_operators(query: str) -> tuple[str, str, str]:
     """Separate websearch syntax the user wrote ("phrases", -exclusions) from plain words.
 
-    Returns (plain words, required websearch expression or "").
+    Returns (plain words, the phrases, the exclusions), the last two in websearch syntax.
+    Phrases must match in lexical hits (vector hits are kept: natural questions often quote);
+    exclusions hold for every result.
     """
     phrases = _PHRASE.findall(query)
     exclusions = _EXCLUSION.findall(query)
     plain = _EXCLUSION.sub(" ", _PHRASE.sub(" ", query))
     plain = " ".join(p.strip('"') for p in phrases) + " " + plain
     plain = re.sub(r"(?i)\bor\b", " ", plain)
-    required = " ".join(phrases + [f"-{word}" for word in exclusions])
-    return " ".join(plain.split()), required
+    return " ".join(plain.split()), " ".join(phrases), " ".join(f"-{w}" for w in exclusions)
 
 
 def normalize_query(query: str) -> str:
@@ -106,8 +107,8 @@ def route(
     configs: tuple[str, ...] = ()
     # Across languages only the multilingual vector space compares documents: a lexical arm
     # (one language's lexemes) would pull same-language documents ahead (measured on pooled
-    # XQuAD, README). Operators the user typed still need it.
-    cross_lingual = languages == "all" and mode == "hybrid" and not split_operators(query)[1]
+    # XQuAD, README). Typed -exclusions still hold (they filter every result).
+    cross_lingual = languages == "all" and mode == "hybrid"
     if mode != "vector" and not cross_lingual and lang not in UNSEGMENTED_LANGUAGES:
         if lang:
             configs = (search_config(lang),)
@@ -170,11 +171,11 @@ def make_plan(
     candidates: int | None = None,
 ) -> SearchPlan:
     """The search plan of a routed query (embeds the query with each routed embedder)."""
-    plain, required = split_operators(query)
+    plain, phrases, exclusions = split_operators(query)
     fusion = fusion or conf.get("FUSION")
     lexical = None
     if chosen.lexical_configs:
-        lexical = LexicalArm(chosen.lexical_configs, plain or query, required)
+        lexical = LexicalArm(chosen.lexical_configs, plain or query, phrases)
     vectors = []
     for name in chosen.embedders:
         embedder = get_embedder(name)
@@ -184,7 +185,7 @@ def make_plan(
         )
     lexical_weight, vector_weight = arm_weights(lexical is not None, len(vectors), fusion)
     if lexical is not None:
-        lexical = LexicalArm(lexical.configs, lexical.text, lexical.required, lexical_weight)
+        lexical = LexicalArm(lexical.configs, lexical.text, lexical.phrases, lexical_weight)
     vectors = [VectorArm(v.embedder, v.version, v.dimension, v.vector, vector_weight)
                for v in vectors]
     return SearchPlan(
@@ -198,4 +199,5 @@ def make_plan(
         ef_search=int(conf.get("EF_SEARCH")),
         max_scan_tuples=int(conf.get("MAX_SCAN_TUPLES")),
         language=chosen.restrict_language,
+        exclusions=exclusions,
     )
