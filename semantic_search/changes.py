@@ -34,15 +34,19 @@ def _content_type_id(model: type[models.Model], using: str) -> int:
     return ContentType.objects.db_manager(using).get_for_model(model, for_concrete_model=True).id
 
 
-def record_saved(model: type[models.Model], pks: Iterable, using: str = "default") -> list[int]:
-    """Mark objects pending in the current transaction; enqueue them once it commits."""
+def record_saved(
+    model: type[models.Model], pks: Iterable, using: str = "default", enqueue: bool = True
+) -> list[int]:
+    """Mark objects pending in the current transaction; enqueue them once it commits (unless
+    ``enqueue`` is false: the caller indexes or dispatches the returned entry ids itself)."""
     keys = [str(pk) for pk in pks if pk is not None]
     if not keys:
         return []
     with connections[using].cursor() as cursor:
         cursor.execute(_UPSERT_PENDING, [_content_type_id(model, using), keys])
         entry_ids = [row[0] for row in cursor.fetchall()]
-    enqueue_after_commit(entry_ids, using)
+    if enqueue:
+        enqueue_after_commit(entry_ids, using)
     return entry_ids
 
 

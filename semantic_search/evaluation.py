@@ -22,13 +22,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import Q, TextField
 from django.db.models.functions import Cast
 from tqdm import tqdm
 
 from . import conf, lexical
-from .changes import _PendingBatch, dispatch, forget_objects, record_saved
+from .changes import dispatch, forget_objects, record_saved
 from .embedders import get_embedder
 from .indexes import ensure_vector_indexes
 from .indexing import IndexReport, index_entries
@@ -324,22 +324,12 @@ def _work_ids(key: str, using: str) -> list[int]:
     registration = get_registration(EvaluationDocument)
     missing = list(missing_pks(registration, using).filter(corpus=key))
     if missing:
-        _record_without_dispatch(missing, using)
+        record_saved(EvaluationDocument, missing, using=using, enqueue=False)
     todo = _corpus_entries(key, using).filter(
         Q(state__in=[IndexState.PENDING, IndexState.FAILED])
         | Q(pk__in=stale(registration, using))
     )
     return list(todo.order_by("id").values_list("id", flat=True))
-
-
-def _record_without_dispatch(pks: list, using: str) -> None:
-    """``record_saved`` without its after-commit hand-off to the workers: the caller indexes
-    (or dispatches) these entries itself, so no duplicate tasks reach the broker."""
-    with transaction.atomic(using=using):
-        recorded = set(record_saved(EvaluationDocument, pks, using=using))
-        for _savepoints, callback, _robust in connections[using].run_on_commit:
-            if isinstance(callback, _PendingBatch):
-                callback.entry_ids[:] = [i for i in callback.entry_ids if i not in recorded]
 
 
 def _index_here(ids: list[int], using: str, progress: bool) -> IndexReport:
