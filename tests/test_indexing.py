@@ -62,6 +62,13 @@ def chunks_of(article: Article, embedder: str) -> list[ChunkEmbedding]:
     )
 
 
+def assert_multilingual_vector_of(article: Article, text: str) -> None:
+    """The article's stored multilingual vector is the embedding of exactly ``text``."""
+    stored = np.asarray(chunks_of(article, "multilingual")[0].vector)
+    expected = embedders.get_embedder("multilingual").encode_passages([text])[0]
+    assert float(stored @ expected) > 0.999
+
+
 def lexemes(article: Article) -> str:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -89,11 +96,9 @@ def test_save_indexes_text_language_and_vectors(sync_mode):
     assert len(chunks_of(english, "english")) == 1
     assert len(chunks_of(english, "multilingual")) == 1
     assert chunks_of(german, "english") == []  # the English model never sees German
-    vector = np.asarray(chunks_of(german, "multilingual")[0].vector)
-    expected = embedders.get_embedder("multilingual").encode_passages(
-        ["Photosynthese\n\nPflanzen wandeln Licht in chemische Energie um."]
-    )[0]
-    assert float(vector @ expected) > 0.999
+    assert_multilingual_vector_of(
+        german, "Photosynthese\n\nPflanzen wandeln Licht in chemische Energie um."
+    )
 
 
 def test_update_and_delete_reach_the_index(sync_mode):
@@ -151,11 +156,7 @@ def test_update_during_embedding_ends_with_newest_text(monkeypatch):
     second = indexing.index_entries([entry_id])
     assert second.indexed == 1
     assert "'glacier'" in lexemes(article)
-    stored = np.asarray(chunks_of(article, "multilingual")[0].vector)
-    newest = embedders.get_embedder("multilingual").encode_passages(
-        ["Version\n\nsecond version about glaciers"]
-    )[0]
-    assert float(stored @ newest) > 0.999
+    assert_multilingual_vector_of(article, "Version\n\nsecond version about glaciers")
 
 
 def test_empty_text_gets_no_vector_and_no_error(sync_mode):
