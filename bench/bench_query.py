@@ -12,8 +12,8 @@ Vectors are synthesized: up to ``--base-docs`` distinct abstracts are embedded o
 multilingual embedder (cached in bench/results/cache/), and row i gets
 ``normalize(base[i % n] + 0.35 * gaussian / sqrt(dim))`` (rows i < n get base[i] itself). Query
 vectors come from the real model and are computed before any timing (query encoding is
-excluded). Databases: ``bench_query`` holds the largest size and is kept for reruns
-(``--reuse``); smaller sizes live in ``bench_query_<N>``.
+excluded). Databases: ``bench_query`` holds N=100,000 and is kept for reruns (``--reuse``);
+other sizes live in ``bench_query_<N>``.
 
     eval $(.venv/bin/python -m example_project.services env)
     .venv/bin/python bench/bench_query.py --data /work/shared/data/scifact
@@ -69,11 +69,17 @@ def database_url(server_url: str, name: str) -> str:
     return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
 
 
+def database_name(size: int) -> str:
+    """``bench_query`` for the 100k database kept for reruns, ``bench_query_<N>`` otherwise
+    (a fixed name per size, whichever sizes a run asks for)."""
+    return DATABASE if size == 100_000 else f"{DATABASE}_{size}"
+
+
 def database_names(sizes: Sequence[int]) -> dict[int, tuple[str, str]]:
-    """size -> (Django alias, database name); the largest size is ``default``/``bench_query``."""
+    """size -> (Django alias, database name); the largest size is the ``default`` alias."""
     largest = max(sizes)
     return {
-        size: ("default", DATABASE) if size == largest else (f"n{size}", f"{DATABASE}_{size}")
+        size: ("default" if size == largest else f"n{size}", database_name(size))
         for size in sizes
     }
 
@@ -499,8 +505,8 @@ def semantic(context: Context, method: str, filtered: bool, query: str) -> list[
         results = queryset.semantic_search(query, fusion="weighted")
     elif method in ("vector", "lexical"):
         results = queryset.semantic_search(query, mode=method)
-    else:
-        results = queryset.semantic_search(query)
+    else:  # the library's default fusion may change: the "hybrid" row is RRF by name
+        results = queryset.semantic_search(query, fusion="rrf")
     return [article.pk for article in results[:TOP]]
 
 
@@ -679,7 +685,7 @@ def query_context(alias: str, queries: Sequence[str]) -> Context:
     embedder = get_embedder(EMBEDDER)
     vectors = {}
     for query in queries:
-        plain, _ = split_operators(normalize_query(query))
+        plain = split_operators(normalize_query(query))[0]
         vectors[query] = query_vectors.get(EMBEDDER, plain or normalize_query(query))
     content_type = ContentType.objects.db_manager(alias).get_for_model(Article).id
     return Context(alias, content_type, embedder.version, int(embedder.dimension), vectors)
@@ -800,6 +806,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    code = code_version()  # before anything of semantic_search is imported
     command = shlex.join([os.path.relpath(sys.executable, PROJECT_DIR), *sys.argv])
     server = os.environ.get("DATABASE_URL")
     if not server:
@@ -819,6 +826,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     prepare_databases(server, [name for _, name in names.values()], recreate=not args.reuse)
     setup_django({alias: name for alias, name in names.values()})
 
+    from semantic_search import conf
     from semantic_search.embedders import get_embedder
 
     pool = read_corpus(args.data, args.base_docs)
@@ -866,7 +874,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"RAM: {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
         f"Python {platform.python_version()}",
         f"postgres: {server_settings('default')}",
-        f"code: {code_version()}",
+        f"code: {code} (read at start; the modules are imported once)",
         f"command: {command}",
         f"quiet check: {quiet}",
         f"data: {len(queries)} SciFact claims (timed; {args.recall_queries} for recall), texts: "
@@ -886,7 +894,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "Python, then Article.objects.filter(pk__in=top10); 1% filter: object_id__in "
         "(published pks as text) in both arms.",
         "settings: bench/settings_query.py (only the multilingual embedder); semantic_search "
-        "defaults (CANDIDATES 100, EF_SEARCH 100, MAX_SCAN_TUPLES 20000, RRF_K 60).",
+        "defaults: " + ", ".join(f"{key} {conf.get(key)}" for key in (
+            "FUSION", "CANDIDATES", "EF_SEARCH", "MAX_SCAN_TUPLES", "RRF_K",
+            "LEXICAL_TERM_DEPTH")) + " (the hybrid row passes fusion='rrf').",
     ]
     text = report(args, header, results)
     print("\n" + text)
