@@ -86,8 +86,8 @@ def work_ids(
     """Entry ids the reindex command should process (recording missing objects first)."""
     if record_missing:
         pks = list(missing_pks(registration, using).iterator(chunk_size=2000))
-        for start in range(0, len(pks), 2000):
-            record_saved(registration.model, pks[start : start + 2000], using=using, enqueue=False)
+        for batch in _batched(pks, 2000):
+            record_saved(registration.model, batch, using=using, enqueue=False)
     if force:
         return list(entries(registration, using).order_by("id").values_list("id", flat=True))
     todo = entries(registration, using).filter(
