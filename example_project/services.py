@@ -5,7 +5,7 @@ Used by the Makefile, the demo and the tests; never by the reusable app. When
 
     python -m example_project.services start     # start (or attach to) what is not configured
     python -m example_project.services stop      # stop what runs from .services/
-    python -m example_project.services env       # print the URLs to export
+    python -m example_project.services env       # start if needed, print the URLs to export
     python -m example_project.services run -- CMD ...  # start, run CMD, stop what this started
 """
 
@@ -210,6 +210,7 @@ def main(argv: list[str]) -> int:
     elif action == "stop":
         stop()
     elif action == "env":
+        start()
         for key, value in environment().items():
             print(f"export {key}='{value}'")
     elif action == "run":
