@@ -36,7 +36,7 @@ from .languages import detect_language, normalize_code
 from .maintenance import entries, missing_pks, stale
 from .models import EvaluationDocument, IndexState, SearchEntry
 from .registry import clean_text, get_registration
-from .routing import query_vectors
+from .routing import query_languages, query_vectors
 
 DEPTH = 100
 BATCH_SIZE = 64
@@ -424,6 +424,7 @@ def search_queries(
         ranked(queries[0])
     if cold:
         query_vectors.clear()
+        query_languages.clear()
     rankings = {}
     started = time.perf_counter()
     for query in tqdm(queries, desc="searching", unit="query", disable=not progress):

@@ -78,10 +78,42 @@ JOIN semantic_search_lexicalstats s
 """
 
 
+# Add (+1) or take away (-1) the given entries' postings from the document frequencies. Rows
+# are upserted in key order; callers have already locked the LexicalStats rows of the same
+# (content type, configuration), which serializes writers of a corpus before these rows.
+_CHANGE_DOCUMENT_FREQUENCIES = """
+INSERT INTO semantic_search_documentfrequency (content_type_id, search_config, lexeme, documents)
+SELECT content_type_id, search_config, lexeme, %(sign)s * count(*)
+FROM semantic_search_lexicalterm
+WHERE entry_id = ANY(%(ids)s)
+GROUP BY content_type_id, search_config, lexeme
+ORDER BY content_type_id, search_config, lexeme
+ON CONFLICT (content_type_id, search_config, lexeme) DO UPDATE
+SET documents = semantic_search_documentfrequency.documents + EXCLUDED.documents
+"""
+
+_REBUILD_DOCUMENT_FREQUENCIES = """
+WITH counted AS (
+    SELECT content_type_id, search_config, lexeme, count(*) AS documents
+    FROM semantic_search_lexicalterm GROUP BY content_type_id, search_config, lexeme
+), gone AS (
+    DELETE FROM semantic_search_documentfrequency d
+    WHERE NOT EXISTS (SELECT 1 FROM counted c WHERE c.content_type_id = d.content_type_id
+                      AND c.search_config = d.search_config AND c.lexeme = d.lexeme)
+)
+INSERT INTO semantic_search_documentfrequency (content_type_id, search_config, lexeme, documents)
+SELECT * FROM counted ORDER BY content_type_id, search_config, lexeme
+ON CONFLICT (content_type_id, search_config, lexeme) DO UPDATE
+SET documents = EXCLUDED.documents
+WHERE semantic_search_documentfrequency.documents <> EXCLUDED.documents
+"""
+
+
 def forget(cursor, entry_ids: list[int]) -> None:
     """Take entries out of the corpus statistics and drop their postings (before a rewrite or
     a delete; the caller holds the transaction)."""
     cursor.execute(_SUBTRACT_STATS, {"ids": entry_ids})
+    cursor.execute(_CHANGE_DOCUMENT_FREQUENCIES, {"ids": entry_ids, "sign": -1})
     cursor.execute(
         "DELETE FROM semantic_search_lexicalterm WHERE entry_id = ANY(%(ids)s)", {"ids": entry_ids}
     )
@@ -101,6 +133,7 @@ def write_postings(cursor, entry_ids: list[int]) -> None:
     cursor.execute(_SET_LENGTHS, params)
     cursor.execute(_ADD_STATS, params)
     cursor.execute(_INSERT_POSTINGS, {**params, "k1": K1, "bm25_b": B})
+    cursor.execute(_CHANGE_DOCUMENT_FREQUENCIES, {"ids": entry_ids, "sign": 1})
 
 
 _REFRESH_IMPACTS = """
@@ -114,8 +147,9 @@ WHERE e.id = t.entry_id AND s.content_type_id = t.content_type_id
 
 
 def refresh_impacts(using: str = "default") -> None:
-    """Recompute every posting's impact with the current average document length (the
-    reindex command runs it after large changes; impacts written early in a backfill used the
-    average of a smaller corpus)."""
+    """Recompute every posting's impact with the current average document length, and the
+    document frequencies from the postings (the reindex command runs it after large changes;
+    impacts written early in a backfill used the average of a smaller corpus)."""
     with connections[using].cursor() as cursor:
         cursor.execute(_REFRESH_IMPACTS, {"k1": K1, "bm25_b": B})
+        cursor.execute(_REBUILD_DOCUMENT_FREQUENCIES)

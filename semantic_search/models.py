@@ -139,6 +139,33 @@ class LexicalStats(models.Model):
         return f"{self.search_config}: {self.documents} documents"
 
 
+class DocumentFrequency(models.Model):
+    """How many entries of a content type contain a lexeme, per configuration (BM25's idf).
+
+    Kept by the indexer in the transactions that write and forget postings, after the
+    :class:`LexicalStats` row of the same (content type, configuration) is locked, so concurrent
+    writers never take these rows in conflicting orders.
+    """
+
+    content_type = models.ForeignKey(
+        ContentType, on_delete=models.CASCADE, db_index=False, related_name="+"
+    )
+    search_config = models.CharField(max_length=64)
+    lexeme = models.TextField()
+    documents = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["content_type", "search_config", "lexeme"],
+                name="semantic_search_document_frequency_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.lexeme}: {self.documents} documents"
+
+
 class EvaluationDocument(models.Model):
     """A document of a retrieval test collection (``manage.py semantic_search_evaluate``).
 

@@ -1,19 +1,25 @@
 """The SQL of a search: lexical and vector candidates fused in one Postgres statement.
 
     WITH settings   -- hnsw.ef_search, iterative scans, max_scan_tuples: set_config(..., true)
-         terms      -- the query's lexemes per configuration, with BM25 idf
+         allowed, exact_gate, allowed_entries  -- filtered searches only (below)
+         terms      -- the query's lexemes per configuration, with BM25 idf (DocumentFrequency)
          lexical    -- top-impact postings per lexeme, summed: BM25 (bounded cost)
+         query_N    -- the query vector of each routed embedder
          vector_N   -- HNSW kNN per routed embedder, best chunk per object
          arms       -- every candidate with its rank and normalized score per arm
          fused      -- reciprocal rank fusion or a weighted combination
     SELECT ... FROM fused
 
-The caller's queryset filters run inside each arm (a correlated ``EXISTS`` on the candidate's
-object that the planner keeps as a filter of the index scan), so filters act before the
-candidate limit. Settings are applied by ``set_config(..., is_local => true)`` in an InitPlan
-that the HNSW scan's ORDER BY key depends on: they take effect before the scan starts, inside
-the statement's own transaction, whether or not the caller opened one. All user input is a
-parameter.
+The caller's queryset filters act before the candidate limit, in one of two ways chosen inside
+the statement: ``allowed`` reads at most ``exact_threshold + 1`` of the queryset's primary keys;
+if that is all there is (a selective filter), every arm ranks exactly those objects (exact
+distances over their chunks, BM25 over their postings: no HNSW, no top-impact cut); otherwise
+each arm keeps its index scan with a correlated ``EXISTS`` on the candidate's object as a filter.
+Both are branches of a ``UNION ALL`` gated by a one-time filter, so only one runs.
+
+Settings are applied by ``set_config(..., is_local => true)`` in an InitPlan that the HNSW
+scan's ORDER BY key depends on: they take effect before the scan starts, inside the statement's
+own transaction, whether or not the caller opened one. All user input is a parameter.
 """
 
 from __future__ import annotations
@@ -56,9 +62,9 @@ class SearchPlan:
     rrf_k: int = 60
     candidates: int = 100
     term_depth: int = 300
-    df_cap: int = 50_000
     ef_search: int = 100
     max_scan_tuples: int = 20_000
+    exact_threshold: int = 2_000  # filtered searches over at most this many objects are exact
     language: str | None = None  # restrict to documents in this language ("same")
     exclude_object: str | None = None  # "more like this": leave the source out
     exclusions: str = ""  # -words the user wrote (websearch syntax): no result contains them
@@ -67,10 +73,42 @@ class SearchPlan:
 
 @dataclass(frozen=True)
 class ObjectFilter:
-    """A correlated condition on the candidate's object: SQL with ``{object_id}`` to format."""
+    """The caller's queryset filters, twice: ``sql`` is a correlated condition on a candidate's
+    object (``{object_id}`` to format), ``objects_sql`` selects the primary keys it keeps."""
 
     sql: str
     params: tuple
+    objects_sql: str
+    objects_params: tuple
+
+
+EXACT_GATE = "(SELECT small FROM exact_gate)"
+
+
+def _filtered_ctes(plan: SearchPlan, object_filter: ObjectFilter) -> tuple[str, list]:
+    """``allowed_entries`` (the queryset's entries) and ``exact_gate`` (are there few?)."""
+    sql = (
+        "allowed AS MATERIALIZED (SELECT o.pk::text AS object_id"
+        f" FROM ({object_filter.objects_sql}) AS o(pk) LIMIT %s),"
+        " exact_gate AS MATERIALIZED (SELECT count(*) <= %s AS small FROM allowed),"
+        " allowed_entries AS MATERIALIZED (SELECT e.id AS entry_id FROM allowed a"
+        " JOIN semantic_search_searchentry e"
+        "  ON e.content_type_id = %s AND e.object_id = a.object_id)"
+    )
+    params = [
+        *object_filter.objects_params, plan.exact_threshold + 1, plan.exact_threshold,
+        plan.content_type_id,
+    ]
+    return sql, params
+
+
+def _gated(approximate: tuple[str, list], exact: tuple[str, list]) -> tuple[str, list]:
+    """Index-driven candidates unless the filter is selective, then the exact ranking."""
+    return (
+        f"SELECT * FROM ({approximate[0]}) approximate WHERE NOT {EXACT_GATE}"
+        f" UNION ALL SELECT * FROM ({exact[0]}) exact WHERE {EXACT_GATE}",
+        approximate[1] + exact[1],
+    )
 
 
 def _exists(object_filter: ObjectFilter | None, column: str) -> tuple[str, list]:
@@ -104,20 +142,16 @@ def _lexical_ctes(plan: SearchPlan, object_filter: ObjectFilter | None) -> tuple
     terms = (
         "terms AS MATERIALIZED ("
         " SELECT q.config, q.lexeme,"
-        "  ln(1 + (st.documents - df.n + 0.5) / (df.n + 0.5)) AS idf"
+        "  ln(1 + (st.documents - df.documents + 0.5) / (df.documents + 0.5)) AS idf"
         " FROM (SELECT DISTINCT c AS config, u.lexeme"
         "       FROM unnest(%s::text[]) AS c, unnest(to_tsvector(c::regconfig, %s)) AS u"
         "       LIMIT 64) q"
         " JOIN semantic_search_lexicalstats st"
         "   ON st.content_type_id = %s AND st.search_config = q.config"
-        " CROSS JOIN LATERAL (SELECT count(*) AS n FROM (SELECT 1"
-        "   FROM semantic_search_lexicalterm p WHERE p.content_type_id = %s"
-        "   AND p.search_config = q.config AND p.lexeme = q.lexeme LIMIT %s) d) df"
-        " WHERE df.n > 0)"
+        " JOIN semantic_search_documentfrequency df ON df.content_type_id = %s"
+        "   AND df.search_config = q.config AND df.lexeme = q.lexeme AND df.documents > 0)"
     )
-    terms_params = [
-        list(arm.configs), arm.text, plan.content_type_id, plan.content_type_id, plan.df_cap,
-    ]
+    terms_params = [list(arm.configs), arm.text, plan.content_type_id, plan.content_type_id]
     phrase_sql, phrase_params = "", []
     if arm.phrases:
         phrase_sql = (
@@ -125,49 +159,74 @@ def _lexical_ctes(plan: SearchPlan, object_filter: ObjectFilter | None) -> tuple
             " AND pe.search_vector @@ websearch_to_tsquery(pe.search_config::regconfig, %s)"
         )
         phrase_params = [arm.phrases]
-    lexical = (
-        "lexical AS MATERIALIZED ("
-        " SELECT p.entry_id, sum(t.idf * p.impact) AS score"
+    top_impact = (
+        "SELECT p.entry_id, sum(t.idf * p.impact) AS score"
         " FROM terms t CROSS JOIN LATERAL ("
         "  SELECT p.entry_id, p.impact FROM semantic_search_lexicalterm p"
         "  WHERE p.content_type_id = %s AND p.search_config = t.config AND p.lexeme = t.lexeme"
         f"{language_sql}{exclude_sql}{exists_sql}"
         f"  ORDER BY p.impact DESC LIMIT %s) p{phrase_sql}"
-        " GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT %s)"
+        " GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT %s",
+        [plan.content_type_id, *language_params, *exclude_params, *exists_params,
+         plan.term_depth, *phrase_params, plan.candidates],
     )
-    lexical_params = [
-        plan.content_type_id, *language_params, *exclude_params, *exists_params,
-        plan.term_depth, *phrase_params, plan.candidates,
-    ]
-    return f"{terms}, {lexical}", terms_params + lexical_params
+    body = top_impact
+    if object_filter is not None:
+        # Each allowed entry's own postings (contiguous, through the entry_id index): a
+        # common term's whole posting list is never read.
+        exact = (
+            "SELECT p.entry_id, sum(t.idf * p.impact) AS score FROM allowed_entries a"
+            " CROSS JOIN LATERAL (SELECT p.entry_id, p.search_config, p.lexeme, p.impact"
+            "  FROM semantic_search_lexicalterm p WHERE p.entry_id = a.entry_id"
+            f"{language_sql}{exclude_sql} OFFSET 0) p"
+            f" JOIN terms t ON t.config = p.search_config AND t.lexeme = p.lexeme{phrase_sql}"
+            " GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT %s",
+            [*language_params, *exclude_params, *phrase_params, plan.candidates],
+        )
+        body = _gated(top_impact, exact)
+    return f"{terms}, lexical AS MATERIALIZED ({body[0]})", terms_params + body[1]
 
 
 def _vector_cte(
     index: int, arm: VectorArm, plan: SearchPlan, object_filter: ObjectFilter | None
 ) -> tuple[str, list]:
     expression = vector_expression(arm.dimension)
-    conditions = ["c.embedder = %s", "c.embedder_version = %s", "c.content_type_id = %s"]
-    params: list = [arm.embedder, arm.version, plan.content_type_id]
+    conditions = ["c.embedder = %s", "c.embedder_version = %s"]
+    params: list = [arm.embedder, arm.version]
     if plan.language:
         conditions.append("c.language = %s")
         params.append(plan.language)
     if plan.exclude_object is not None:
         conditions.append("c.object_id <> %s")
         params.append(plan.exclude_object)
+    where = " AND ".join(conditions)
+    distance = f"{expression} <=> (SELECT v FROM query_{index})"
     exists_sql, exists_params = _exists(object_filter, "c.object_id")
-    sql = (
-        f"vector_{index} AS MATERIALIZED ("
-        " SELECT n.entry_id, min(n.distance) AS distance FROM ("
-        f"  SELECT c.entry_id, {expression} <=> "
-        f"   (SELECT %s::vector({arm.dimension}) FROM settings) AS distance"
+    nearest = (
+        "SELECT n.entry_id, min(n.distance) AS distance FROM ("
+        f"  SELECT c.entry_id, {distance} AS distance"
         "  FROM semantic_search_chunkembedding c"
-        f"  WHERE {' AND '.join(conditions)}{exists_sql}"
+        f"  WHERE {where} AND c.content_type_id = %s{exists_sql}"
         "  ORDER BY distance LIMIT %s) n"
-        " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT %s)"
+        " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT %s",
+        [*params, plan.content_type_id, *exists_params, plan.candidates * 2, plan.candidates],
     )
+    body = nearest
+    if object_filter is not None:
+        exact = (
+            f"SELECT c.entry_id, min({distance}) AS distance FROM allowed_entries a"
+            f" JOIN semantic_search_chunkembedding c ON c.entry_id = a.entry_id WHERE {where}"
+            " GROUP BY c.entry_id ORDER BY distance, c.entry_id LIMIT %s",
+            [*params, plan.candidates],
+        )
+        body = _gated(nearest, exact)
     vector_literal = "[" + ",".join(repr(float(x)) for x in arm.vector) + "]"
-    chunk_depth = plan.candidates * 2
-    return sql, [vector_literal, *params, *exists_params, chunk_depth, plan.candidates]
+    sql = (
+        f"query_{index} AS MATERIALIZED"
+        f" (SELECT %s::vector({arm.dimension}) AS v FROM settings),"
+        f" vector_{index} AS MATERIALIZED ({body[0]})"
+    )
+    return sql, [vector_literal, *body[1]]
 
 
 def _arm_select(name: str, label: str, score: str, order: str, weight: float) -> str:
@@ -196,6 +255,10 @@ def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> tu
     sql, cte_params = _settings_cte(plan)
     ctes.append(sql)
     params += cte_params
+    if object_filter is not None:
+        sql, cte_params = _filtered_ctes(plan, object_filter)
+        ctes.append(sql)
+        params += cte_params
     if plan.lexical is not None:
         sql, cte_params = _lexical_ctes(plan, object_filter)
         ctes.append(sql)

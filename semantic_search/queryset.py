@@ -51,7 +51,12 @@ class SearchState:
             pk=RawSQL(f"({_OBJECT_ID_TOKEN})::{pk_type}", ())
         ).values("pk")
         sql, params = inner.query.get_compiler(connection=connection).as_sql()
-        return ObjectFilter(sql.replace(_OBJECT_ID_TOKEN, "{object_id}"), tuple(params))
+        objects = self.base.order_by().values("pk")
+        objects_sql, objects_params = objects.query.get_compiler(connection=connection).as_sql()
+        return ObjectFilter(
+            sql.replace(_OBJECT_ID_TOKEN, "{object_id}"), tuple(params),
+            objects_sql, tuple(objects_params),
+        )
 
 
 class SearchJoin:
@@ -215,6 +220,7 @@ class SemanticSearchQuerySet(models.QuerySet):
             content_type_id=content_type.id, lexical=None, vectors=(arm,),
             candidates=int(candidates or conf.get("CANDIDATES")),
             ef_search=int(conf.get("EF_SEARCH")), max_scan_tuples=int(conf.get("MAX_SCAN_TUPLES")),
+            exact_threshold=int(conf.get("EXACT_FILTER_THRESHOLD")),
             exclude_object=str(instance.pk),
         )
         return self._with_search(SearchState("", plan, None, self._base_for_search()))

@@ -18,7 +18,9 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import conf
 from .embedders import get_embedder
@@ -91,7 +93,9 @@ def route(
     if language:
         detection = Detection(normalize_code(language), 1.0, "given")
     else:
-        detection = detect_language(query, site_languages, conf.get("LANGUAGE_CONFIDENCE"))
+        detection = query_languages.get(
+            query, site_languages, float(conf.get("LANGUAGE_CONFIDENCE"))
+        )
     lang = detection.language
     specs = conf.embedder_specs()
     embedders: list[str] = []
@@ -121,33 +125,53 @@ def route(
     return Route(lang, detection, configs, tuple(embedders), restrict)
 
 
-class _QueryVectorCache:
-    """A bounded LRU of query vectors, per (embedder, version, text)."""
+class _BoundedCache:
+    """A thread-safe LRU of at most QUERY_CACHE_SIZE computed values."""
 
     def __init__(self) -> None:
-        self._items: OrderedDict[tuple, tuple[float, ...]] = OrderedDict()
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, name: str, text: str) -> tuple[float, ...]:
-        embedder = get_embedder(name)
-        key = (name, embedder.version, text)
+    def get_or_compute(self, key: tuple, compute: Callable[[], Any]) -> Any:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        vector = tuple(float(x) for x in embedder.encode_queries([text])[0])
+        value = compute()
         with self._lock:
-            self._items[key] = vector
+            self._items[key] = value
             while len(self._items) > int(conf.get("QUERY_CACHE_SIZE")):
                 self._items.popitem(last=False)
-        return vector
+        return value
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
 
 
+class _QueryVectorCache(_BoundedCache):
+    """Query vectors per (embedder, version, text)."""
+
+    def get(self, name: str, text: str) -> tuple[float, ...]:
+        embedder = get_embedder(name)
+        return self.get_or_compute(
+            (name, embedder.version, text),
+            lambda: tuple(float(x) for x in embedder.encode_queries([text])[0]),
+        )
+
+
+class _QueryLanguageCache(_BoundedCache):
+    """Query language detections per (text, site languages, threshold)."""
+
+    def get(self, text: str, languages: list[str], threshold: float) -> Detection:
+        return self.get_or_compute(
+            (text, tuple(languages), threshold),
+            lambda: detect_language(text, languages, threshold),
+        )
+
+
 query_vectors = _QueryVectorCache()
+query_languages = _QueryLanguageCache()
 
 
 def arm_weights(has_lexical: bool, n_vectors: int, fusion: str) -> tuple[float, float]:
@@ -198,6 +222,7 @@ def make_plan(
         term_depth=int(conf.get("LEXICAL_TERM_DEPTH")),
         ef_search=int(conf.get("EF_SEARCH")),
         max_scan_tuples=int(conf.get("MAX_SCAN_TUPLES")),
+        exact_threshold=int(conf.get("EXACT_FILTER_THRESHOLD")),
         language=chosen.restrict_language,
         exclusions=exclusions,
     )

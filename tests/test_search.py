@@ -217,12 +217,50 @@ def test_bm25_statistics_follow_updates_and_deletes(corpus):
             "WHERE search_config = 'english' AND lexical_length > 0"
         )
         assert cursor.fetchone()[0] == documents
-    extra = Article.objects.create(title="Extra", body="More words here", language="en")
+    assert _document_frequency_errors() == 0
+    invented = ["zorblax", "quintessa", "flumph"]
+    extra = Article.objects.create(title="Zorblax", body="Quintessa words here", language="en")
     indexing.index_entries([SearchEntry.objects.get(object_id=str(extra.pk)).id])
     assert stats()[0] == documents + 1
+    assert _document_frequency(invented) == {"zorblax": 1, "quintessa": 1}
+    extra.body = "Flumph, flumph and more flumph"
+    extra.save()
+    indexing.index_entries([SearchEntry.objects.get(object_id=str(extra.pk)).id])
+    assert _document_frequency(invented) == {"zorblax": 1, "flumph": 1}
+    assert _document_frequency_errors() == 0
     extra.delete()
     assert stats()[0] == documents
+    assert _document_frequency(invented) == {}
+    assert _document_frequency_errors() == 0
+    with connection.cursor() as cursor:  # lost rows come back from the postings
+        cursor.execute("DELETE FROM semantic_search_documentfrequency WHERE lexeme LIKE 'a%%'")
+        cursor.execute("UPDATE semantic_search_documentfrequency SET documents = documents + 7")
+    assert _document_frequency_errors() > 0
     lexical.refresh_impacts()
+    assert _document_frequency_errors() == 0
+
+
+def _document_frequency(lexemes: list[str]) -> dict[str, int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT lexeme, documents FROM semantic_search_documentfrequency"
+            " WHERE search_config = 'english' AND lexeme = ANY(%s) AND documents > 0",
+            [lexemes],
+        )
+        return dict(cursor.fetchall())
+
+
+def _document_frequency_errors() -> int:
+    """Lexemes whose stored document frequency differs from a count of the postings."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT content_type_id, search_config, lexeme, count(*) AS n"
+            "  FROM semantic_search_lexicalterm GROUP BY 1, 2, 3) p"
+            " FULL JOIN (SELECT * FROM semantic_search_documentfrequency WHERE documents <> 0) d"
+            " USING (content_type_id, search_config, lexeme)"
+            " WHERE p.n IS DISTINCT FROM d.documents"
+        )
+        return cursor.fetchone()[0]
 
 
 def _synthetic_rows(count: int, published_every: int) -> None:
@@ -266,6 +304,78 @@ def test_a_filter_keeping_one_percent_still_returns_a_full_page(corpus):
         page = list(Article.objects.filter(published=True).semantic_search(query, mode=mode)[:10])
         assert len(page) == 10, mode
         assert all(a.published for a in page)
+
+
+def _executed_plan(queryset) -> str:
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, BUFFERS OFF) " + sql, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def _exact_top(queryset, query: str, count: int) -> list[int]:
+    """The objects nearest to the query by exact cosine distance (no index)."""
+    from semantic_search.routing import query_vectors
+
+    vector = "[" + ",".join(map(repr, query_vectors.get("multilingual", query))) + "]"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.object_id::bigint FROM semantic_search_chunkembedding c"
+            " WHERE c.embedder = 'multilingual' AND c.object_id = ANY(%s)"
+            " GROUP BY c.object_id ORDER BY min(c.vector::vector(384) <=> %s::vector(384))"
+            " LIMIT %s",
+            [[str(pk) for pk in queryset.values_list("pk", flat=True)], vector, count],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _hnsw_scan_ran(plan: str) -> bool:
+    scans = [line for line in plan.splitlines() if "Index Scan using semantic_search_hnsw" in line]
+    assert scans, plan
+    return any("never executed" not in line for line in scans)
+
+
+def test_selective_filters_rank_exactly_and_broad_ones_use_the_indexes(corpus, settings):
+    _synthetic_rows(2000, published_every=100)
+    Article.objects.exclude(external_id__startswith="syn-").update(published=False)
+    published = Article.objects.filter(published=True)
+    query = "filler text about nothing in particular"
+    page = published.semantic_search(query, mode="vector")[:10]
+    assert not _hnsw_scan_ran(_executed_plan(page))  # 20 objects: exact
+    assert [a.pk for a in page] == _exact_top(published, query, 10)
+
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "EXACT_FILTER_THRESHOLD": 5}
+    page = published.semantic_search(query, mode="vector")[:10]
+    assert _hnsw_scan_ran(_executed_plan(page))  # more objects than the threshold: HNSW
+    assert len(list(page)) == 10 and all(a.published for a in page)
+
+
+@pytest.mark.parametrize("language", ["de", "es"])
+def test_exact_and_top_impact_lexical_branches_agree(corpus, settings, language):
+    """Over a corpus smaller than the term depth both branches compute the same BM25."""
+    query = " ".join(q["question"] for q in questions(language)[:3])
+    filtered = Article.objects.filter(language=language)
+    exact = filtered.semantic_search(query, mode="lexical")
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "EXACT_FILTER_THRESHOLD": 0}
+    top_impact = filtered.semantic_search(query, mode="lexical")
+    scores = [(a.pk, round(a.search_lexical_score, 9)) for a in exact[:20]]
+    assert len(scores) >= 5
+    assert scores == [(a.pk, round(a.search_lexical_score, 9)) for a in top_impact[:20]]
+
+
+def test_query_language_detection_is_cached(monkeypatch):
+    from semantic_search import routing
+
+    calls = []
+    real = routing.detect_language
+    monkeypatch.setattr(
+        routing, "detect_language", lambda *a, **k: calls.append(a[0]) or real(*a, **k)
+    )
+    routing.query_languages.clear()
+    first = routing.route("wie viele Einwohner hat die Stadt")
+    second = routing.route("wie viele Einwohner hat die Stadt")
+    assert first == second and first.language == "de"
+    assert calls == ["wie viele Einwohner hat die Stadt"]
 
 
 def test_admin_search_ranks_by_relevance_and_avoids_full_scans(corpus, client):
