@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.db.models import Q, TextField
 from django.db.models.functions import Cast
@@ -278,7 +279,8 @@ def prepare_corpus(
     else:
         chunks = _index_here(work, using, progress).chunks_embedded
     if work:
-        lexical.refresh_impacts(using=using)
+        content_type = ContentType.objects.db_manager(using).get_for_model(EvaluationDocument)
+        lexical.refresh_impacts(using, content_type.id)
     seconds = time.perf_counter() - started
     others = EvaluationDocument.objects.using(using).exclude(corpus=key).count()
     return PreparedCorpus(key, len(documents), loaded, chunks, seconds, others)

@@ -92,23 +92,6 @@ ON CONFLICT (content_type_id, search_config, lexeme) DO UPDATE
 SET documents = semantic_search_documentfrequency.documents + EXCLUDED.documents
 """
 
-_REBUILD_DOCUMENT_FREQUENCIES = """
-WITH counted AS (
-    SELECT content_type_id, search_config, lexeme, count(*) AS documents
-    FROM semantic_search_lexicalterm GROUP BY content_type_id, search_config, lexeme
-), gone AS (
-    DELETE FROM semantic_search_documentfrequency d
-    WHERE NOT EXISTS (SELECT 1 FROM counted c WHERE c.content_type_id = d.content_type_id
-                      AND c.search_config = d.search_config AND c.lexeme = d.lexeme)
-)
-INSERT INTO semantic_search_documentfrequency (content_type_id, search_config, lexeme, documents)
-SELECT * FROM counted ORDER BY content_type_id, search_config, lexeme
-ON CONFLICT (content_type_id, search_config, lexeme) DO UPDATE
-SET documents = EXCLUDED.documents
-WHERE semantic_search_documentfrequency.documents <> EXCLUDED.documents
-"""
-
-
 def forget(cursor, entry_ids: list[int]) -> None:
     """Take entries out of the corpus statistics and drop their postings (before a rewrite or
     a delete; the caller holds the transaction)."""
@@ -143,13 +126,35 @@ SET impact = t.frequency * (%(k1)s + 1) / (t.frequency + %(k1)s * (1 - %(bm25_b)
 FROM semantic_search_searchentry e, semantic_search_lexicalstats s
 WHERE e.id = t.entry_id AND s.content_type_id = t.content_type_id
   AND s.search_config = t.search_config
+  AND (%(content_type)s::int IS NULL OR t.content_type_id = %(content_type)s::int)
+"""
+
+_REBUILD_DOCUMENT_FREQUENCIES = """
+WITH counted AS (
+    SELECT content_type_id, search_config, lexeme, count(*) AS documents
+    FROM semantic_search_lexicalterm
+    WHERE %(content_type)s::int IS NULL OR content_type_id = %(content_type)s::int
+    GROUP BY content_type_id, search_config, lexeme
+), gone AS (
+    DELETE FROM semantic_search_documentfrequency d
+    WHERE (%(content_type)s::int IS NULL OR d.content_type_id = %(content_type)s::int)
+      AND NOT EXISTS (SELECT 1 FROM counted c WHERE c.content_type_id = d.content_type_id
+                      AND c.search_config = d.search_config AND c.lexeme = d.lexeme)
+)
+INSERT INTO semantic_search_documentfrequency (content_type_id, search_config, lexeme, documents)
+SELECT * FROM counted ORDER BY content_type_id, search_config, lexeme
+ON CONFLICT (content_type_id, search_config, lexeme) DO UPDATE
+SET documents = EXCLUDED.documents
+WHERE semantic_search_documentfrequency.documents <> EXCLUDED.documents
 """
 
 
-def refresh_impacts(using: str = "default") -> None:
-    """Recompute every posting's impact with the current average document length, and the
-    document frequencies from the postings (the reindex command runs it after large changes;
-    impacts written early in a backfill used the average of a smaller corpus)."""
+def refresh_impacts(using: str = "default", content_type_id: int | None = None) -> None:
+    """Recompute postings' impacts with the current average document length, and document
+    frequencies from the postings, for one content type or all. Impacts written early in a
+    backfill used the average length of a smaller corpus; the reindex command runs this after
+    large runs."""
+    params = {"k1": K1, "bm25_b": B, "content_type": content_type_id}
     with connections[using].cursor() as cursor:
-        cursor.execute(_REFRESH_IMPACTS, {"k1": K1, "bm25_b": B})
-        cursor.execute(_REBUILD_DOCUMENT_FREQUENCIES)
+        cursor.execute(_REFRESH_IMPACTS, params)
+        cursor.execute(_REBUILD_DOCUMENT_FREQUENCIES, params)

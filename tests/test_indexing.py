@@ -225,6 +225,38 @@ def test_reindex_command_picks_up_missing_and_pending_objects():
         assert entry_of(article).state == IndexState.INDEXED
 
 
+def _impact_drift() -> float:
+    """Largest gap between a stored BM25 impact and one computed from today's statistics."""
+    from semantic_search.lexical import K1, B
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(max(abs(t.impact - t.frequency * (%s + 1) / (t.frequency + %s"
+            "  * (1 - %s + %s * e.lexical_length / (s.total_length / s.documents))))), 0)"
+            " FROM semantic_search_lexicalterm t"
+            " JOIN semantic_search_searchentry e ON e.id = t.entry_id"
+            " JOIN semantic_search_lexicalstats s ON s.content_type_id = t.content_type_id"
+            "  AND s.search_config = t.search_config",
+            [K1, K1, B, B],
+        )
+        return cursor.fetchone()[0]
+
+
+def test_reindex_after_a_large_run_recomputes_bm25_impacts():
+    def pending(bodies: list[str]) -> list[int]:
+        created = Article.objects.bulk_create(
+            [Article(title="Impact", body=body, language="en") for body in bodies]
+        )
+        return changes.record_saved(Article, [a.pk for a in created], enqueue=False)
+
+    indexing.index_entries(pending(["short text"]))
+    indexing.index_entries(pending(["a much longer text " * 20] * 2))
+    assert _impact_drift() > 0.01  # the first posting's impact used a smaller average length
+    pending(["another long text about impacts " * 20] * 3)
+    call_command("semantic_search_reindex", "demo.Article", "--no-progress")
+    assert _impact_drift() < 1e-9
+
+
 def test_model_version_change_marks_rows_stale_and_reindex_moves_them(sync_mode, settings):
     article = Article.objects.create(title="Versioned", body="some text", language="en")
     registration = get_registration(Article)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import time
 
 from django.apps import apps
+from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from semantic_search import conf
+from semantic_search import conf, lexical
 from semantic_search.changes import dispatch
 from semantic_search.indexes import ensure_vector_indexes
 from semantic_search.indexing import IndexReport, index_entries
 from semantic_search.maintenance import entries, work_ids
 from semantic_search.models import IndexState
 from semantic_search.registry import get_registration, registrations
+
+# Reindexing at least this share of a model's entries recomputes its BM25 impacts afterwards.
+REFRESH_SHARE = 0.1
 
 
 class Command(BaseCommand):
@@ -48,6 +52,8 @@ class Command(BaseCommand):
                 continue
             if use_workers:
                 self._enqueue(registration, ids, batch_size, database, wait, no_progress)
+                if wait:
+                    self._refresh(registration, len(ids), database)
             else:
                 report = self._index_here(ids, batch_size, database, force, label, no_progress)
                 self.stdout.write(
@@ -55,6 +61,17 @@ class Command(BaseCommand):
                     f"{report.superseded} superseded, {report.orphaned} orphans removed, "
                     f"{report.chunks_embedded} chunks embedded"
                 )
+                self._refresh(registration, len(ids), database)
+
+    def _refresh(self, registration, changed: int, database: str) -> None:
+        """After a large run, BM25 impacts with the final average document length."""
+        total = entries(registration, database).count()
+        if total and changed >= REFRESH_SHARE * total:
+            content_type = ContentType.objects.db_manager(database).get_for_model(
+                registration.model
+            )
+            lexical.refresh_impacts(database, content_type.id)
+            self.stdout.write(f"{registration.label}: BM25 impacts recomputed")
 
     def _registrations(self, labels):
         if not labels:
