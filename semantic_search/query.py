@@ -36,6 +36,7 @@ class VectorArm:
     dimension: int
     vector: tuple[float, ...]
     weight: float = 1.0
+    languages: tuple[str, ...] | None = None  # documents it has vectors for (None: all)
 
     @property
     def label(self) -> str:
@@ -246,6 +247,24 @@ def _fused_score(plan: SearchPlan) -> tuple[str, list]:
     raise ValueError(f"unknown fusion {plan.fusion!r}: use 'rrf' or 'weighted'")
 
 
+def _applicable_weight(plan: SearchPlan) -> tuple[str, list]:
+    """Per document, the total weight of the arms that can see it: the lexical arm reads only
+    documents in its configurations, a monolingual embedder has vectors only for its languages.
+    Fused scores are divided by it, so an arm that cannot see a document (another language, in a
+    mixed-language corpus) does not count against it."""
+    terms, params = [], []
+    if plan.lexical is not None:
+        terms.append(f"CASE WHEN e.search_config = ANY(%s) THEN {plan.lexical.weight!r} ELSE 0 END")
+        params.append(list(plan.lexical.configs))
+    for arm in plan.vectors:
+        if arm.languages is None:
+            terms.append(repr(arm.weight))
+        else:
+            terms.append(f"CASE WHEN e.language = ANY(%s) THEN {arm.weight!r} ELSE 0 END")
+            params.append(list(arm.languages))
+    return f"({' + '.join(terms)})", params
+
+
 def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> tuple[str, list]:
     """One statement returning ``object_id, score, lexical_rank, lexical_score, vector_rank,
     vector_score, search_config, language`` for the fused candidates, best first."""
@@ -272,6 +291,7 @@ def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> tu
             _arm_select(f"vector_{index}", arm.label, "(1 - distance)", "distance", arm.weight)
         )
     fused_score, fused_params = _fused_score(plan)
+    applicable, applicable_params = _applicable_weight(plan)
     required_sql, required_params = "", []
     if plan.exclusions:
         required_sql = (
@@ -286,9 +306,10 @@ def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> tu
         "  min(rank) FILTER (WHERE arm <> 'lexical') AS vector_rank,"
         "  max(score) FILTER (WHERE arm <> 'lexical') AS vector_score"
         "  FROM arms GROUP BY entry_id)"
-        " SELECT e.object_id, f.score, f.lexical_rank, f.lexical_score, f.vector_rank,"
+        f" SELECT e.object_id, f.score / nullif({applicable}, 0) AS score, f.lexical_rank,"
+        "  f.lexical_score, f.vector_rank,"
         "  f.vector_score, e.search_config, e.language"
         " FROM fused f JOIN semantic_search_searchentry e ON e.id = f.entry_id"
         f"{required_sql}"
     )
-    return statement, params + fused_params + required_params
+    return statement, params + fused_params + applicable_params + required_params

@@ -19,7 +19,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import conf
@@ -200,18 +200,19 @@ def make_plan(
     lexical = None
     if chosen.lexical_configs:
         lexical = LexicalArm(chosen.lexical_configs, plain or query, phrases)
+    specs = {spec.name: spec for spec in conf.embedder_specs()}
+    lexical_weight, vector_weight = arm_weights(lexical is not None, len(chosen.embedders), fusion)
+    if lexical is not None:
+        lexical = replace(lexical, weight=lexical_weight)
     vectors = []
     for name in chosen.embedders:
         embedder = get_embedder(name)
+        served = specs[name].languages
         vectors.append(
             VectorArm(name, embedder.version, int(embedder.dimension),
-                      query_vectors.get(name, plain or query))
+                      query_vectors.get(name, plain or query), vector_weight,
+                      None if served is None else tuple(sorted(served)))
         )
-    lexical_weight, vector_weight = arm_weights(lexical is not None, len(vectors), fusion)
-    if lexical is not None:
-        lexical = LexicalArm(lexical.configs, lexical.text, lexical.phrases, lexical_weight)
-    vectors = [VectorArm(v.embedder, v.version, v.dimension, v.vector, vector_weight)
-               for v in vectors]
     return SearchPlan(
         content_type_id=content_type_id,
         lexical=lexical,

@@ -19,6 +19,7 @@ from semantic_search.models import SearchEntry
 
 DATA = Path(__file__).resolve().parent.parent / "example_project" / "demo" / "data"
 pytestmark = pytest.mark.django_db
+LANGUAGES = ("en", "de", "es", "ru", "zh", "ar")
 
 
 def _load_slice() -> list[Article]:
@@ -89,6 +90,27 @@ def test_same_restricts_and_all_crosses_languages(corpus):
     assert {a.language for a in same} == {"es"}
     pooled = list(Article.objects.semantic_search(question, languages="all")[:20])
     assert len({a.language for a in pooled}) > 1
+
+
+def test_arms_that_cannot_see_a_document_do_not_count_against_it(corpus):
+    """In the mixed-language slice the default route finds a paragraph's translations as well
+    as the multilingual model alone does: the English lexical and vector arms have nothing to
+    say about German or Chinese paragraphs, so they must not push them down."""
+    def translations_in_top(queryset_for, asked) -> int:
+        found = 0
+        for question in asked:
+            key = paragraph_key(question["external_id"])
+            top = {a.external_id for a in queryset_for(question["question"])[:6]}
+            found += sum(f"{key}-{language}" in top for language in LANGUAGES)
+        return found
+
+    asked = questions("en")[::3]
+    routed = translations_in_top(Article.objects.semantic_search, asked)
+    multilingual = translations_in_top(
+        lambda q: Article.objects.semantic_search(q, mode="vector", languages="all"), asked
+    )
+    assert multilingual >= 4 * len(asked)  # the multilingual space itself finds most of them
+    assert routed >= multilingual - len(asked) // 4, (routed, multilingual)
 
 
 def test_cross_lingual_route_is_the_multilingual_space_and_keeps_exclusions(corpus):
