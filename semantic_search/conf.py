@@ -45,8 +45,10 @@ DEFAULTS: dict[str, Any] = {
     "CANDIDATES": 100,
     "EF_SEARCH": 100,
     "MAX_SCAN_TUPLES": 20000,
-    # A filtered search whose queryset keeps at most this many objects ranks them exactly.
+    # A filtered search whose queryset keeps at most this many objects, and at most this share
+    # of the model's indexed objects, ranks them exactly.
     "EXACT_FILTER_THRESHOLD": 2000,
+    "EXACT_FILTER_SHARE": 0.1,
     "LANGUAGE_MODE": "auto",  # "auto" | "same" | "all" (see routing.py)
     "FUSION": "weighted",  # "weighted" | "rrf"; chosen by measurement (README, Measurements)
     "RRF_K": 60,

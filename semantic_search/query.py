@@ -12,10 +12,11 @@
 
 The caller's queryset filters act before the candidate limit, in one of two ways chosen inside
 the statement: ``allowed`` reads at most ``exact_threshold + 1`` of the queryset's primary keys;
-if that is all there is (a selective filter), every arm ranks exactly those objects (exact
-distances over their chunks, BM25 over their postings: no HNSW, no top-impact cut); otherwise
-each arm keeps its index scan with a correlated ``EXISTS`` on the candidate's object as a filter.
-Both are branches of a ``UNION ALL`` gated by a one-time filter, so only one runs.
+if that is all there is and at most ``exact_share`` of the model's objects (a selective filter),
+every arm ranks exactly those objects (exact distances over their chunks, BM25 over their
+postings: no HNSW, no top-impact cut); otherwise each arm keeps its index scan with a correlated
+``EXISTS`` on the candidate's object as a filter. Both are branches of a ``UNION ALL`` gated by
+a one-time filter, so only one runs.
 
 Settings are applied by ``set_config(..., is_local => true)`` in an InitPlan that the HNSW
 scan's ORDER BY key depends on: they take effect before the scan starts, inside the statement's
@@ -66,6 +67,7 @@ class SearchPlan:
     ef_search: int = 100
     max_scan_tuples: int = 20_000
     exact_threshold: int = 2_000  # filtered searches over at most this many objects are exact
+    exact_share: float = 0.1  # ... and at most this share of the model's indexed objects
     language: str | None = None  # restrict to documents in this language ("same")
     exclude_object: str | None = None  # "more like this": leave the source out
     exclusions: str = ""  # -words the user wrote (websearch syntax): no result contains them
@@ -87,18 +89,22 @@ EXACT_GATE = "(SELECT small FROM exact_gate)"
 
 
 def _filtered_ctes(plan: SearchPlan, object_filter: ObjectFilter) -> tuple[str, list]:
-    """``allowed_entries`` (the queryset's entries) and ``exact_gate`` (are there few?)."""
+    """``allowed_entries`` (the queryset's entries) and ``exact_gate``: are they few, in number
+    and as a share of the model's indexed objects? (Reading each allowed entry's postings costs
+    more than the top-impact walk once the filter keeps a large share.)"""
     sql = (
         "allowed AS MATERIALIZED (SELECT o.pk::text AS object_id"
         f" FROM ({object_filter.objects_sql}) AS o(pk) LIMIT %s),"
-        " exact_gate AS MATERIALIZED (SELECT count(*) <= %s AS small FROM allowed),"
+        " exact_gate AS MATERIALIZED (SELECT count(*) <= %s AND count(*) <= %s * ("
+        "  SELECT coalesce(sum(documents), 0) FROM semantic_search_lexicalstats"
+        "  WHERE content_type_id = %s) AS small FROM allowed),"
         " allowed_entries AS MATERIALIZED (SELECT e.id AS entry_id FROM allowed a"
         " JOIN semantic_search_searchentry e"
         "  ON e.content_type_id = %s AND e.object_id = a.object_id)"
     )
     params = [
         *object_filter.objects_params, plan.exact_threshold + 1, plan.exact_threshold,
-        plan.content_type_id,
+        plan.exact_share, plan.content_type_id, plan.content_type_id,
     ]
     return sql, params
 

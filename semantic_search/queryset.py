@@ -221,6 +221,7 @@ class SemanticSearchQuerySet(models.QuerySet):
             candidates=int(candidates or conf.get("CANDIDATES")),
             ef_search=int(conf.get("EF_SEARCH")), max_scan_tuples=int(conf.get("MAX_SCAN_TUPLES")),
             exact_threshold=int(conf.get("EXACT_FILTER_THRESHOLD")),
+            exact_share=float(conf.get("EXACT_FILTER_SHARE")),
             exclude_object=str(instance.pk),
         )
         return self._with_search(SearchState("", plan, None, self._base_for_search()))

@@ -224,6 +224,7 @@ def make_plan(
         ef_search=int(conf.get("EF_SEARCH")),
         max_scan_tuples=int(conf.get("MAX_SCAN_TUPLES")),
         exact_threshold=int(conf.get("EXACT_FILTER_THRESHOLD")),
+        exact_share=float(conf.get("EXACT_FILTER_SHARE")),
         language=chosen.restrict_language,
         exclusions=exclusions,
     )

@@ -366,18 +366,22 @@ def test_selective_filters_rank_exactly_and_broad_ones_use_the_indexes(corpus, s
     assert not _hnsw_scan_ran(_executed_plan(page))  # 20 objects: exact
     assert [a.pk for a in page] == _exact_top(published, query, 10)
 
-    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "EXACT_FILTER_THRESHOLD": 5}
-    page = published.semantic_search(query, mode="vector")[:10]
-    assert _hnsw_scan_ran(_executed_plan(page))  # more objects than the threshold: HNSW
-    assert len(list(page)) == 10 and all(a.published for a in page)
+    broad = {**settings.SEMANTIC_SEARCH, "EXACT_FILTER_SHARE": 0.005}
+    for options in ({"EXACT_FILTER_THRESHOLD": 5}, {"EXACT_FILTER_SHARE": 0.005}):
+        settings.SEMANTIC_SEARCH = {**broad, **options}
+        page = published.semantic_search(query, mode="vector")[:10]
+        assert _hnsw_scan_ran(_executed_plan(page)), options  # too many objects: HNSW
+        assert len(list(page)) == 10 and all(a.published for a in page)
 
 
 @pytest.mark.parametrize("language", ["de", "es"])
 def test_exact_and_top_impact_lexical_branches_agree(corpus, settings, language):
     """Over a corpus smaller than the term depth both branches compute the same BM25."""
     query = " ".join(q["question"] for q in questions(language)[:3])
-    filtered = Article.objects.filter(language=language)
+    filtered = Article.objects.filter(language=language)  # 1/6 of the objects
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "EXACT_FILTER_SHARE": 0.5}
     exact = filtered.semantic_search(query, mode="lexical")
+    assert not _hnsw_scan_ran(_executed_plan(filtered.semantic_search(query)[:10]))
     settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "EXACT_FILTER_THRESHOLD": 0}
     top_impact = filtered.semantic_search(query, mode="lexical")
     scores = [(a.pk, round(a.search_lexical_score, 9)) for a in exact[:20]]
