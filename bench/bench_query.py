@@ -273,10 +273,11 @@ def published_rows(size: int, seed: int = SEED) -> np.ndarray:
 
 TABLES = (
     "demo_article", "semantic_search_searchentry", "semantic_search_lexicalterm",
-    "semantic_search_lexicalstats", "semantic_search_chunkembedding",
+    "semantic_search_lexicalstats", "semantic_search_documentfrequency",
+    "semantic_search_chunkembedding",
 )
 # Secondary indexes dropped during the bulk load and built once afterwards.
-DEFERRED_INDEXES = ("semantic_search_term_impact", "semantic_search_entry_fts")
+DEFERRED_INDEXES = ("semantic_search_term_cover", "semantic_search_entry_fts")
 
 _INSERT_ENTRIES = """
 INSERT INTO semantic_search_searchentry
@@ -470,7 +471,7 @@ def relation_sizes(alias: str) -> str:
             " WHERE c.relname LIKE 'semantic_search_hnsw_%%' OR c.relname = ANY(%s)"
             " ORDER BY c.relname",
             [["semantic_search_lexicalterm", "semantic_search_chunkembedding",
-              "semantic_search_term_impact"]],
+              "semantic_search_term_cover"]],
         )
         return ", ".join(f"{name} {size}" for name, size in cursor.fetchall())
 

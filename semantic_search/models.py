@@ -110,9 +110,11 @@ class LexicalTerm(models.Model):
 
     class Meta:
         indexes = [
+            # Covering (entry_id included): the top-impact read is an index-only scan.
             models.Index(
-                "content_type", "search_config", "lexeme", models.F("impact").desc(),
-                name="semantic_search_term_impact",
+                fields=["content_type", "search_config", "lexeme", "-impact"],
+                include=["entry"],
+                name="semantic_search_term_cover",
             )
         ]
 

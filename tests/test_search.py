@@ -220,7 +220,7 @@ def test_hnsw_index_and_postings_index_are_used(corpus):
         cursor.execute("EXPLAIN " + sql, params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "semantic_search_hnsw_multilingual" in plan, plan
-    assert "semantic_search_term_impact" in plan, plan
+    assert "semantic_search_term_cover" in plan, plan
 
 
 def test_bm25_statistics_follow_updates_and_deletes(corpus):
