@@ -35,6 +35,7 @@ import re
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -674,6 +675,18 @@ def run_comparison(args) -> None:
     write_report(args.output or RESULTS_DIR / "indexing.txt", report)
 
 
+def rss_by_tenth(samples: list[tuple[float, int, int]], total: int) -> list[tuple[float, int]]:
+    """(median, max) RSS of the samples taken in each tenth of the objects indexed: a flat
+    profile has no upward trend from the first tenth to the last."""
+    tenths = []
+    for k in range(10):
+        low, high = total * k / 10, total * (k + 1) / 10
+        rss = [r for _, r, n in samples if low <= n < high or (k == 9 and n >= high)]
+        if rss:
+            tenths.append((float(statistics.median(rss)), max(rss)))
+    return tenths
+
+
 def run_backfill(args) -> None:
     from semantic_search.models import IndexState, SearchEntry
 
@@ -720,6 +733,8 @@ def run_backfill(args) -> None:
         f"{tenth[1] / mib:.0f} MiB",
         f"worker RSS at the end: {samples[-1][1] / mib:.0f} MiB",
         f"worker peak RSS (sampled every second): {peak / mib:.0f} MiB",
+        "worker RSS by tenth of the backfill, median / max MiB: "
+        + ", ".join(f"{m / mib:.0f}/{x / mib:.0f}" for m, x in rss_by_tenth(samples, len(docs))),
         f"cores used: worker {worker_cores:.2f}, whole machine {machine_cores:.2f}; "
         f"load average at the end: {load_average()}",
     ]
