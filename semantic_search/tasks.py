@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.db import reset_queries
 
 from . import conf
 
@@ -33,6 +34,9 @@ def index_entries_task(self, entry_ids: list[int], using: str = "default") -> di
     """Embed and store the given search entries (batched: one encode call per embedder)."""
     from .indexing import index_entries, mark_failed
 
+    # Like a request: with DEBUG on, Django logs every query (vector literals included, ~0.5 MB
+    # a batch) until reset; a worker has no requests to reset it, so its memory would grow.
+    reset_queries()
     try:
         report = index_entries(entry_ids, using=using)
     except Exception as exc:
@@ -52,4 +56,5 @@ def sweep_task(using: str = "default") -> int:
     """
     from .maintenance import sweep
 
+    reset_queries()
     return sweep(using=using)
