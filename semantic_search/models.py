@@ -97,7 +97,9 @@ class LexicalTerm(models.Model):
     number of query terms, not by how many rows match them.
     """
 
-    entry = models.ForeignKey(SearchEntry, on_delete=models.CASCADE, related_name="terms")
+    entry = models.ForeignKey(
+        SearchEntry, on_delete=models.CASCADE, db_index=False, related_name="terms"
+    )
     content_type = models.ForeignKey(
         ContentType, on_delete=models.CASCADE, db_index=False, related_name="+"
     )
@@ -115,7 +117,9 @@ class LexicalTerm(models.Model):
                 fields=["content_type", "search_config", "lexeme", "-impact"],
                 include=["entry"],
                 name="semantic_search_term_cover",
-            )
+            ),
+            # One entry's posting for one lexeme: exact BM25 over a filtered set of objects.
+            models.Index(fields=["entry", "lexeme"], name="semantic_search_term_entry"),
         ]
 
     def __str__(self) -> str:

@@ -179,14 +179,14 @@ def _lexical_ctes(plan: SearchPlan, object_filter: ObjectFilter | None) -> tuple
     )
     body = top_impact
     if object_filter is not None:
-        # Each allowed entry's own postings (contiguous, through the entry_id index): a
-        # common term's whole posting list is never read.
+        # One index probe per (allowed entry, query lexeme) on (entry_id, lexeme): a common
+        # term's whole posting list is never read.
         exact = (
-            "SELECT p.entry_id, sum(t.idf * p.impact) AS score FROM allowed_entries a"
-            " CROSS JOIN LATERAL (SELECT p.entry_id, p.search_config, p.lexeme, p.impact"
-            "  FROM semantic_search_lexicalterm p WHERE p.entry_id = a.entry_id"
-            f"{language_sql}{exclude_sql} OFFSET 0) p"
-            f" JOIN terms t ON t.config = p.search_config AND t.lexeme = p.lexeme{phrase_sql}"
+            "SELECT p.entry_id, sum(t.idf * p.impact) AS score"
+            " FROM allowed_entries a CROSS JOIN terms t CROSS JOIN LATERAL ("
+            "  SELECT p.entry_id, p.impact FROM semantic_search_lexicalterm p"
+            "  WHERE p.entry_id = a.entry_id AND p.lexeme = t.lexeme"
+            f"  AND p.search_config = t.config{language_sql}{exclude_sql} OFFSET 0) p{phrase_sql}"
             " GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT %s",
             [*language_params, *exclude_params, *phrase_params, plan.candidates],
         )
