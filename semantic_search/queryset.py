@@ -22,7 +22,7 @@ from django.db.models.sql.constants import INNER
 from . import conf
 from .query import ObjectFilter, SearchPlan, VectorArm, build_search_sql
 from .registry import get_registration
-from .routing import Route, make_plan, normalize_query, route
+from .routing import Route, make_plan, normalize_query, route, scan_settings
 
 SEARCH_ALIAS = "semantic_search_results"
 _OBJECT_ID_TOKEN = "__semantic_search_object_id__"
@@ -218,10 +218,7 @@ class SemanticSearchQuerySet(models.QuerySet):
         arm = VectorArm(name, model_embedder.version, int(model_embedder.dimension), tuple(mean))
         plan = SearchPlan(
             content_type_id=content_type.id, lexical=None, vectors=(arm,),
-            candidates=int(candidates or conf.get("CANDIDATES")),
-            ef_search=int(conf.get("EF_SEARCH")), max_scan_tuples=int(conf.get("MAX_SCAN_TUPLES")),
-            exact_threshold=int(conf.get("EXACT_FILTER_THRESHOLD")),
-            exact_share=float(conf.get("EXACT_FILTER_SHARE")),
+            **scan_settings(candidates),
             exclude_object=str(instance.pk),
         )
         return self._with_search(SearchState("", plan, None, self._base_for_search()))

@@ -186,6 +186,17 @@ def arm_weights(has_lexical: bool, n_vectors: int, fusion: str) -> tuple[float, 
     return lexical, vector / n_vectors
 
 
+def scan_settings(candidates: int | None = None) -> dict[str, Any]:
+    """The candidate depth, HNSW and filtered-path settings every search plan takes."""
+    return {
+        "candidates": int(candidates or conf.get("CANDIDATES")),
+        "ef_search": int(conf.get("EF_SEARCH")),
+        "max_scan_tuples": int(conf.get("MAX_SCAN_TUPLES")),
+        "exact_threshold": int(conf.get("EXACT_FILTER_THRESHOLD")),
+        "exact_share": float(conf.get("EXACT_FILTER_SHARE")),
+    }
+
+
 def make_plan(
     content_type_id: int,
     query: str,
@@ -219,12 +230,8 @@ def make_plan(
         vectors=tuple(vectors),
         fusion=fusion,
         rrf_k=int(conf.get("RRF_K")),
-        candidates=int(candidates or conf.get("CANDIDATES")),
         term_depth=int(conf.get("LEXICAL_TERM_DEPTH")),
-        ef_search=int(conf.get("EF_SEARCH")),
-        max_scan_tuples=int(conf.get("MAX_SCAN_TUPLES")),
-        exact_threshold=int(conf.get("EXACT_FILTER_THRESHOLD")),
-        exact_share=float(conf.get("EXACT_FILTER_SHARE")),
+        **scan_settings(candidates),
         language=chosen.restrict_language,
         exclusions=exclusions,
     )
