@@ -23,6 +23,7 @@ from . import conf, lexical
 from .chunking import Chunk, chunk_text, text_hash
 from .embedders import get_embedder
 from .languages import search_config
+from .memory import release_free_memory
 from .models import ChunkEmbedding, IndexState, SearchEntry
 from .registry import MAX_LEXICAL_CHARS, Document, Registration, get_registration, is_registered
 
@@ -177,6 +178,8 @@ def _embed(plans: list[PlannedEntry]) -> dict[str, dict[str, np.ndarray]]:
         hashes = list(texts)
         encoded = get_embedder(name).encode_passages([texts[h] for h in hashes])
         vectors[name] = dict(zip(hashes, encoded, strict=True))
+    if todo:
+        release_free_memory()  # the batch's activations, or the worker's heap only grows
     return vectors
 
 
