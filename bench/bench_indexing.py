@@ -721,6 +721,8 @@ def run_backfill(args) -> None:
     peak = max(rss for _, rss, _ in samples)
     tenth = next((s for s in samples if s[2] >= len(docs) / 10), samples[-1])
     mib = 2**20
+    tenths = rss_by_tenth(samples, len(docs))
+    growth = (tenths[-1][0] - tenths[0][0], tenths[-1][1] - tenths[0][1])
     lines = [
         "# semantic_search backfill: worker memory and time",
         *header_lines(args),
@@ -734,7 +736,9 @@ def run_backfill(args) -> None:
         f"worker RSS at the end: {samples[-1][1] / mib:.0f} MiB",
         f"worker peak RSS (sampled every second): {peak / mib:.0f} MiB",
         "worker RSS by tenth of the backfill, median / max MiB: "
-        + ", ".join(f"{m / mib:.0f}/{x / mib:.0f}" for m, x in rss_by_tenth(samples, len(docs))),
+        + ", ".join(f"{m / mib:.0f}/{x / mib:.0f}" for m, x in tenths),
+        f"growth from the first tenth to the last: median {growth[0] / mib:+.0f} MiB, "
+        f"max {growth[1] / mib:+.0f} MiB",
         f"cores used: worker {worker_cores:.2f}, whole machine {machine_cores:.2f}; "
         f"load average at the end: {load_average()}",
     ]
