@@ -28,6 +28,7 @@ logs in bench/results/logs/.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -675,16 +676,40 @@ def run_comparison(args) -> None:
     write_report(args.output or RESULTS_DIR / "indexing.txt", report)
 
 
-def rss_by_tenth(samples: list[tuple[float, int, int]], total: int) -> list[tuple[float, int]]:
-    """(median, max) RSS of the samples taken in each tenth of the objects indexed: a flat
-    profile has no upward trend from the first tenth to the last."""
+def rss_by_tenth(
+    samples: list[tuple[float, int, int]], total: int
+) -> list[tuple[float, float, float]]:
+    """(min, median, max) RSS of the samples taken in each tenth of the objects indexed. The
+    minimum is the floor between encode calls; median and max include the activations of the
+    batch in flight. A flat profile has no upward trend from the first tenth to the last."""
     tenths = []
     for k in range(10):
         low, high = total * k / 10, total * (k + 1) / 10
         rss = [r for _, r, n in samples if low <= n < high or (k == 9 and n >= high)]
         if rss:
-            tenths.append((float(statistics.median(rss)), max(rss)))
+            tenths.append((float(min(rss)), float(statistics.median(rss)), float(max(rss))))
     return tenths
+
+
+def read_rss_samples(path: Path) -> list[tuple[float, int, int]]:
+    """The samples of a backfill's -rss.csv, as (seconds, rss bytes, indexed entries)."""
+    with path.open() as handle:
+        return [
+            (float(row["seconds"]), int(float(row["rss_mib"]) * 2**20), int(row["indexed"]))
+            for row in csv.DictReader(handle)
+        ]
+
+
+def rss_profile_lines(samples: list[tuple[float, int, int]], total: int) -> list[str]:
+    mib = 2**20
+    tenths = rss_by_tenth(samples, total)
+    growth = [(last - first) / mib for first, last in zip(tenths[0], tenths[-1], strict=True)]
+    return [
+        "worker RSS by tenth of the backfill, min / median / max MiB: "
+        + ", ".join(f"{a / mib:.0f}/{m / mib:.0f}/{x / mib:.0f}" for a, m, x in tenths),
+        f"growth from the first tenth to the last: min {growth[0]:+.0f} MiB, "
+        f"median {growth[1]:+.0f} MiB, max {growth[2]:+.0f} MiB",
+    ]
 
 
 def run_backfill(args) -> None:
@@ -721,8 +746,6 @@ def run_backfill(args) -> None:
     peak = max(rss for _, rss, _ in samples)
     tenth = next((s for s in samples if s[2] >= len(docs) / 10), samples[-1])
     mib = 2**20
-    tenths = rss_by_tenth(samples, len(docs))
-    growth = (tenths[-1][0] - tenths[0][0], tenths[-1][1] - tenths[0][1])
     lines = [
         "# semantic_search backfill: worker memory and time",
         *header_lines(args),
@@ -735,10 +758,7 @@ def run_backfill(args) -> None:
         f"{tenth[1] / mib:.0f} MiB",
         f"worker RSS at the end: {samples[-1][1] / mib:.0f} MiB",
         f"worker peak RSS (sampled every second): {peak / mib:.0f} MiB",
-        "worker RSS by tenth of the backfill, median / max MiB: "
-        + ", ".join(f"{m / mib:.0f}/{x / mib:.0f}" for m, x in tenths),
-        f"growth from the first tenth to the last: median {growth[0] / mib:+.0f} MiB, "
-        f"max {growth[1] / mib:+.0f} MiB",
+        *rss_profile_lines(samples, len(docs)),
         f"cores used: worker {worker_cores:.2f}, whole machine {machine_cores:.2f}; "
         f"load average at the end: {load_average()}",
     ]
@@ -770,6 +790,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--backfill", type=int, default=0,
         help="instead: index this many objects with all the embedders, sampling worker RSS",
     )  # fmt: skip
+    parser.add_argument(
+        "--profile", type=Path, default=None,
+        help="print the RSS profile of a backfill's -rss.csv (with --backfill N) and exit",
+    )  # fmt: skip
     parser.add_argument("--poll", type=float, default=0.1, help="seconds between state polls")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per indexing run")
     parser.add_argument("--output", type=Path, default=None, help="report file")
@@ -787,6 +811,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.profile:
+        print("\n".join(rss_profile_lines(read_rss_samples(args.profile), args.backfill)))
+        return 0
     # A plain `kill` must still stop the worker: turn SIGTERM into SystemExit (runs finally).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     database_url = os.environ.get("DATABASE_URL")

@@ -36,7 +36,7 @@ def _malloc_trim():
 def release_free_memory() -> bool:
     """Return the C heap's free pages to the operating system; False where that is not possible.
 
-    Called by the indexer after each batch's encode calls (about a millisecond).
+    Called by the indexer after each batch's encode calls (milliseconds; a batch takes seconds).
     """
     trim = _malloc_trim()
     if trim is None:
