@@ -185,7 +185,7 @@ def _embed(plans: list[PlannedEntry]) -> dict[str, dict[str, np.ndarray]]:
 
 _LOCK_REVISIONS = (
     "SELECT id, revision, content_type_id, object_id FROM semantic_search_searchentry "
-    "WHERE id = ANY(%s) FOR UPDATE"
+    "WHERE id = ANY(%s) ORDER BY id FOR UPDATE"  # in key order: overlapping batches queue
 )
 
 

@@ -24,6 +24,17 @@ def field_weights() -> dict[str, float]:
     return {**DEFAULT_FIELD_WEIGHTS, **(conf.get("FIELD_WEIGHTS") or {})}
 
 
+# Every writer of a content type's postings locks all its statistics rows first, in key order:
+# two transactions then never hold one configuration's row while waiting for another's (an
+# entry moving from German to English in one task and the reverse in another would deadlock).
+_LOCK_STATS = """
+SELECT 1 FROM semantic_search_lexicalstats
+WHERE content_type_id IN (SELECT content_type_id FROM semantic_search_searchentry
+                          WHERE id = ANY(%(ids)s))
+ORDER BY content_type_id, search_config
+FOR UPDATE
+"""
+
 _SUBTRACT_STATS = """
 UPDATE semantic_search_lexicalstats s
 SET documents = s.documents - old.n, total_length = s.total_length - old.len
@@ -58,6 +69,7 @@ SELECT content_type_id, search_config, count(*), sum(lexical_length)
 FROM semantic_search_searchentry
 WHERE id = ANY(%(ids)s) AND lexical_length > 0
 GROUP BY content_type_id, search_config
+ORDER BY content_type_id, search_config
 ON CONFLICT (content_type_id, search_config) DO UPDATE
 SET documents = semantic_search_lexicalstats.documents + EXCLUDED.documents,
     total_length = semantic_search_lexicalstats.total_length + EXCLUDED.total_length
@@ -94,7 +106,9 @@ SET documents = semantic_search_documentfrequency.documents + EXCLUDED.documents
 
 def forget(cursor, entry_ids: list[int]) -> None:
     """Take entries out of the corpus statistics and drop their postings (before a rewrite or
-    a delete; the caller holds the transaction)."""
+    a delete; the caller holds the transaction, which keeps the statistics locked until it
+    ends)."""
+    cursor.execute(_LOCK_STATS, {"ids": entry_ids})
     cursor.execute(_SUBTRACT_STATS, {"ids": entry_ids})
     cursor.execute(_CHANGE_DOCUMENT_FREQUENCIES, {"ids": entry_ids, "sign": -1})
     cursor.execute(

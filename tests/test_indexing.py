@@ -159,6 +159,62 @@ def test_update_during_embedding_ends_with_newest_text(monkeypatch):
     assert_multilingual_vector_of(article, "Version\n\nsecond version about glaciers")
 
 
+def test_workers_swapping_languages_do_not_deadlock(monkeypatch):
+    """Two tasks in parallel: one moves an article from English to German, the other one from
+    German to English. Each takes its old configuration's statistics out, then adds its new one:
+    without one lock order for all of a model's statistics rows they wait for each other."""
+    import threading
+
+    from django.db import connections
+
+    from semantic_search import lexical
+
+    first = Article.objects.create(title="Lakes", body="Lakes freeze in winter.", language="en")
+    second = Article.objects.create(title="Seen", body="Seen frieren im Winter.", language="de")
+    ids = [entry_of(first).id, entry_of(second).id]
+    indexing.index_entries(ids)
+    first.title, first.body, first.language = "Berge", "Berge sind im Winter kalt.", "de"
+    first.save()
+    second.title, second.body, second.language = "Rivers", "Rivers flow to the sea.", "en"
+    second.save()
+
+    both_forgot = threading.Barrier(2)
+    original_forget = lexical.forget
+
+    def forget_then_wait(cursor, entry_ids):
+        original_forget(cursor, entry_ids)
+        try:  # with the lock order the second task waits before forgetting: no rendezvous
+            both_forgot.wait(timeout=3)
+        except threading.BrokenBarrierError:
+            pass
+
+    monkeypatch.setattr(lexical, "forget", forget_then_wait)
+    errors: list[BaseException] = []
+
+    def task(entry_id: int) -> None:
+        try:
+            indexing.index_entries([entry_id])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=task, args=(entry_id,)) for entry_id in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert [entry_of(a).search_config for a in (first, second)] == ["german", "english"]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT search_config, documents FROM semantic_search_lexicalstats s "
+            "JOIN django_content_type c ON c.id = s.content_type_id AND c.model = 'article' "
+            "ORDER BY 1"
+        )
+        assert cursor.fetchall() == [("english", 1), ("german", 1)]
+
+
 def test_empty_text_gets_no_vector_and_no_error(sync_mode):
     article = Article.objects.create(title="", body="   ", language="en")
     entry = entry_of(article)
