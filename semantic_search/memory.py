@@ -1,9 +1,10 @@
 """Giving the memory an encode call freed back to the operating system.
 
 A batch of passages allocates activation tensors of a shape set by the batch's token lengths
-(up to ~100 MB for 32 chunks of 256-512 tokens). glibc's allocator keeps most of that memory
-once it is freed, and with shapes that vary from batch to batch its heap fragments: a worker's
-resident memory climbs by hundreds of megabytes over a backfill although nothing stays alive.
+(an e5 attention matrix for 32 chunks of 512 tokens is ~400 MB). glibc's allocator keeps most
+of that memory once it is freed, and with shapes that vary from batch to batch its heap
+fragments: a worker's resident memory climbs by hundreds of megabytes over a backfill although
+nothing stays alive.
 ``malloc_trim(0)`` hands the free pages back after each batch; measured in the README.
 """
 
@@ -11,11 +12,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import sys
 from functools import cache
-
-logger = logging.getLogger(__name__)
 
 
 @cache
