@@ -1,4 +1,4 @@
-"""Retrieval quality of the search modes, measured with semantic_search.evaluation.
+"""Retrieval quality of the search modes, measured with semantic_search.contrib.evaluation.
 
 * ``--dataset xquad``: XQuAD (6 languages, 240 parallel paragraphs, 1,190 questions each;
   a question's one relevant document is the paragraph it was asked about), converted to BEIR
@@ -172,7 +172,7 @@ def measure(
     modes: Sequence[Mode], limit: int | None,
 ) -> list[Cell]:
     """Prepare the corpus (reused if already indexed), then run every applicable mode."""
-    from semantic_search import evaluation
+    from semantic_search.contrib.evaluation import evaluate as evaluation
 
     prepared = evaluation.prepare_corpus(corpus)
     qrels_map = evaluation.read_qrels(qrels)
@@ -201,7 +201,7 @@ def weight_sweep(group: str, language: str, prepared, judged, qrels_map) -> list
     from django.conf import settings
     from django.test.utils import override_settings
 
-    from semantic_search import evaluation
+    from semantic_search.contrib.evaluation import evaluate as evaluation
 
     cells = []
     options = evaluation.SearchOptions("hybrid", "auto", "weighted")

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "semantic_search",
+    "semantic_search.contrib.evaluation",  # the evaluate command (tests, bench/)
     "example_project.demo",
 ]
 

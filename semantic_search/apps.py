@@ -9,12 +9,7 @@ class SemanticSearchConfig(AppConfig):
     def ready(self) -> None:
         from . import checks, signals  # noqa: F401  (registers checks and signal handlers)
         from .indexes import connect_index_maintenance
-        from .registry import register, register_from_settings
+        from .registry import register_from_settings
 
         connect_index_maintenance(self)
-        register(
-            self.get_model("EvaluationDocument"),
-            fields={"title": "A", "text": "B"},
-            language_field="language",
-        )
         register_from_settings()

@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from semantic_search.embedders import SentenceTransformerEmbedder
-from semantic_search.evaluation import (
+from semantic_search.contrib.evaluation.evaluate import (
     mrr_at,
     ndcg_at,
     read_qrels,
     recall_at,
     score_rankings,
 )
-from semantic_search.models import EvaluationDocument, SearchEntry
+from semantic_search.contrib.evaluation.models import EvaluationDocument
+from semantic_search.embedders import SentenceTransformerEmbedder
+from semantic_search.models import SearchEntry
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,12 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from semantic_search.evaluation import EvaluationError, EvaluationResult, SearchOptions, evaluate
+from semantic_search.contrib.evaluation.evaluate import (
+    EvaluationError,
+    EvaluationResult,
+    SearchOptions,
+    evaluate,
+)
 from semantic_search.routing import LANGUAGE_MODES, MODES
 
 LABELS = {"ndcg@10": "nDCG@10", "recall@10": "Recall@10", "recall@100": "Recall@100",

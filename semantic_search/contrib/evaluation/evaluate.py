@@ -4,9 +4,9 @@
     queries.jsonl  {"_id": ..., "text": ...[, "language": ...]}                per line
     qrels.tsv      query-id  corpus-id  score   (a header line first; score > 0 is relevant)
 
-The corpus is stored as :class:`~semantic_search.models.EvaluationDocument` rows under a
-fingerprint of its file and indexed through the ordinary pipeline once; later runs on the same
-file reuse it. Every query runs as
+The corpus is stored as :class:`~.models.EvaluationDocument` rows under a fingerprint of its
+file and indexed through the ordinary pipeline once; later runs on the same file reuse it.
+Every query runs as
 ``EvaluationDocument.objects.filter(corpus=key).semantic_search(text, ...)[:100]``.
 Metrics follow BEIR / pytrec_eval: nDCG with gain = grade and a log2 discount, recall, and the
 reciprocal rank of the first relevant document, averaged over the judged queries.
@@ -28,16 +28,18 @@ from django.db.models import Q, TextField
 from django.db.models.functions import Cast
 from tqdm import tqdm
 
-from . import conf, lexical
-from .changes import dispatch, forget_objects, record_saved
-from .embedders import get_embedder
-from .indexes import ensure_vector_indexes
-from .indexing import IndexReport, index_entries
-from .languages import detect_language, normalize_code
-from .maintenance import entries, missing_pks, stale
-from .models import EvaluationDocument, IndexState, SearchEntry
-from .registry import clean_text, get_registration
-from .routing import query_languages, query_vectors
+from semantic_search import conf, lexical
+from semantic_search.changes import dispatch, forget_objects, record_saved
+from semantic_search.embedders import get_embedder
+from semantic_search.indexes import ensure_vector_indexes
+from semantic_search.indexing import IndexReport, index_entries
+from semantic_search.languages import detect_language, normalize_code
+from semantic_search.maintenance import entries, missing_pks, stale
+from semantic_search.models import IndexState, SearchEntry
+from semantic_search.registry import clean_text, get_registration
+from semantic_search.routing import query_languages, query_vectors
+
+from .models import EvaluationDocument
 
 DEPTH = 100
 BATCH_SIZE = 64
