@@ -83,6 +83,12 @@ def get(key: str) -> Any:
     return user.get(key, DEFAULTS[key])
 
 
+def get_dict(key: str) -> dict[str, Any]:
+    """A dict setting with the user's keys over the defaults (``{"lexical": 0.2}`` keeps the
+    default vector weight)."""
+    return {**DEFAULTS[key], **(get(key) or {})}
+
+
 def embedder_specs() -> list[EmbedderSpec]:
     """The configured embedders, multilingual ones first."""
     specs = []

@@ -16,12 +16,10 @@ from . import conf
 K1 = 1.2
 B = 0.75
 
-# Field weight labels -> multiplier of a term occurrence (ts_rank's default weights).
-DEFAULT_FIELD_WEIGHTS = {"A": 1.0, "B": 0.4, "C": 0.2, "D": 0.1}
-
 
 def field_weights() -> dict[str, float]:
-    return {**DEFAULT_FIELD_WEIGHTS, **(conf.get("FIELD_WEIGHTS") or {})}
+    """Field weight label (A-D) -> multiplier of a term occurrence."""
+    return {label: float(value) for label, value in conf.get_dict("FIELD_WEIGHTS").items()}
 
 
 # Every writer of a content type's postings locks all its statistics rows first, in key order:

@@ -8,7 +8,7 @@
          vector_N   -- HNSW kNN per routed embedder, best chunk per object
          arms       -- every candidate with its rank and normalized score per arm
          fused      -- reciprocal rank fusion or a weighted combination
-    SELECT ... FROM fused
+    SELECT ... FROM fused  -- minus the candidates below the relevance floor
 
 The caller's queryset filters act before the candidate limit, in one of two ways chosen inside
 the statement: ``allowed`` reads at most ``exact_threshold + 1`` of the queryset's primary keys;
@@ -20,14 +20,17 @@ a one-time filter, so only one runs.
 
 Settings are applied by ``set_config(..., is_local => true)`` in an InitPlan that the HNSW
 scan's ORDER BY key depends on: they take effect before the scan starts, inside the statement's
-own transaction, whether or not the caller opened one. All user input is a parameter.
+own transaction, whether or not the caller opened one. Every piece carries its own parameters
+(see sql.py); all user input is a parameter.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 from .indexes import vector_expression
+from .sql import EMPTY, SQL, compose, join
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,9 @@ class VectorArm:
     version: str
     dimension: int
     vector: tuple[float, ...]
-    weight: float = 1.0
+    weight: float
     languages: tuple[str, ...] | None = None  # documents it has vectors for (None: all)
+    floor: float | None = None  # least cosine similarity of a hit that counts as a match
 
     @property
     def label(self) -> str:
@@ -46,276 +50,306 @@ class VectorArm:
 
 @dataclass(frozen=True)
 class LexicalArm:
-    configs: tuple[str, ...]  # text search configurations to read the query's lexemes with
+    # Text search configurations to read the query's lexemes with; None: every configuration
+    # the model's index holds (the query's language is unknown).
+    configs: tuple[str, ...] | None
     text: str  # the query's plain words (OR semantics)
+    weight: float
     phrases: str = ""  # "quoted phrases" the user wrote: lexical hits must contain them
-    weight: float = 1.0
-    label: str = "lexical"
 
 
 @dataclass(frozen=True)
 class SearchPlan:
-    """Everything the statement needs, decided before SQL is built (see routing.py)."""
+    """Everything the statement needs, decided before SQL is built (see routing.py, which
+    fills the settings-derived fields from ``conf``: their defaults live there alone)."""
 
     content_type_id: int
     lexical: LexicalArm | None
     vectors: tuple[VectorArm, ...]
-    fusion: str = "rrf"  # "rrf" | "weighted"
-    rrf_k: int = 60
-    candidates: int = 100
-    term_depth: int = 300
-    ef_search: int = 100
-    max_scan_tuples: int = 20_000
-    exact_threshold: int = 2_000  # filtered searches over at most this many objects are exact
-    exact_share: float = 0.1  # ... and at most this share of the model's indexed objects
+    fusion: str  # "rrf" | "weighted"
+    rrf_k: int
+    candidates: int
+    term_depth: int
+    ef_search: int
+    max_scan_tuples: int
+    exact_threshold: int  # filtered searches over at most this many objects are exact
+    exact_share: float  # ... and at most this share of the model's indexed objects
     language: str | None = None  # restrict to documents in this language ("same")
     exclude_object: str | None = None  # "more like this": leave the source out
     exclusions: str = ""  # -words the user wrote (websearch syntax): no result contains them
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
 
-@dataclass(frozen=True)
-class ObjectFilter:
-    """The caller's queryset filters, twice: ``sql`` is a correlated condition on a candidate's
-    object (``{object_id}`` to format), ``objects_sql`` selects the primary keys it keeps."""
+class ObjectFilter(Protocol):
+    """The caller's queryset filters, as SQL (see queryset.py)."""
 
-    sql: str
-    params: tuple
-    objects_sql: str
-    objects_params: tuple
+    def condition(self, object_id: str) -> SQL:
+        """A subquery that returns a row when the object whose primary key (as text) is the
+        column ``object_id`` passes the filters."""
+
+    def objects(self) -> SQL:
+        """A query of the primary keys of the objects that pass the filters."""
 
 
 EXACT_GATE = "(SELECT small FROM exact_gate)"
 
 
-def _filtered_ctes(plan: SearchPlan, object_filter: ObjectFilter) -> tuple[str, list]:
+def _filtered_ctes(plan: SearchPlan, object_filter: ObjectFilter) -> SQL:
     """``allowed_entries`` (the queryset's entries) and ``exact_gate``: are they few, in number
     and as a share of the model's indexed objects? (Reading each allowed entry's postings costs
     more than the top-impact walk once the filter keeps a large share.)"""
-    sql = (
+    return compose(
         "allowed AS MATERIALIZED (SELECT o.pk::text AS object_id"
-        f" FROM ({object_filter.objects_sql}) AS o(pk) LIMIT %s),"
-        " exact_gate AS MATERIALIZED (SELECT count(*) <= %s AND count(*) <= %s * ("
-        "  SELECT coalesce(sum(documents), 0) FROM semantic_search_lexicalstats"
-        "  WHERE content_type_id = %s) AS small FROM allowed),"
+        " FROM ({objects}) AS o(pk) LIMIT {limit}),"
+        " exact_gate AS MATERIALIZED (SELECT count(*) <= {threshold}"
+        "  AND count(*) <= {share} * (SELECT coalesce(sum(documents), 0)"
+        "   FROM semantic_search_lexicalstats WHERE content_type_id = {content_type})"
+        "  AS small FROM allowed),"
         " allowed_entries AS MATERIALIZED (SELECT e.id AS entry_id FROM allowed a"
         " JOIN semantic_search_searchentry e"
-        "  ON e.content_type_id = %s AND e.object_id = a.object_id)"
+        "  ON e.content_type_id = {content_type} AND e.object_id = a.object_id)",
+        objects=object_filter.objects(), limit=plan.exact_threshold + 1,
+        threshold=plan.exact_threshold, share=plan.exact_share,
+        content_type=plan.content_type_id,
     )
-    params = [
-        *object_filter.objects_params, plan.exact_threshold + 1, plan.exact_threshold,
-        plan.exact_share, plan.content_type_id, plan.content_type_id,
-    ]
-    return sql, params
 
 
-def _gated(approximate: tuple[str, list], exact: tuple[str, list]) -> tuple[str, list]:
+def _gated(approximate: SQL, exact: SQL) -> SQL:
     """Index-driven candidates unless the filter is selective, then the exact ranking."""
-    return (
-        f"SELECT * FROM ({approximate[0]}) approximate WHERE NOT {EXACT_GATE}"
-        f" UNION ALL SELECT * FROM ({exact[0]}) exact WHERE {EXACT_GATE}",
-        approximate[1] + exact[1],
+    return compose(
+        "SELECT * FROM ({approximate}) approximate WHERE NOT {gate}"
+        " UNION ALL SELECT * FROM ({exact}) exact WHERE {gate}",
+        approximate=approximate, exact=exact, gate=SQL(EXACT_GATE),
     )
 
 
-def _exists(object_filter: ObjectFilter | None, column: str) -> tuple[str, list]:
+def _passes_filter(object_filter: ObjectFilter | None, object_id: str) -> SQL:
     if object_filter is None:
-        return "", []
-    return f" AND EXISTS ({object_filter.sql.format(object_id=column)} OFFSET 0)", list(
-        object_filter.params
+        return EMPTY
+    condition = object_filter.condition(object_id)
+    return compose(" AND EXISTS ({condition} OFFSET 0)", condition=condition)
+
+
+def _settings_cte(plan: SearchPlan) -> SQL:
+    return compose(
+        "settings AS MATERIALIZED (SELECT"
+        " set_config('hnsw.ef_search', {ef_search}, true) AS ef,"
+        " set_config('hnsw.iterative_scan', 'relaxed_order', true) AS scan,"
+        " set_config('hnsw.max_scan_tuples', {max_scan_tuples}, true) AS cap)",
+        ef_search=str(max(plan.ef_search, plan.candidates)),
+        max_scan_tuples=str(plan.max_scan_tuples),
     )
 
 
-def _settings_cte(plan: SearchPlan) -> tuple[str, list]:
-    sql = (
-        "settings AS MATERIALIZED (SELECT "
-        "set_config('hnsw.ef_search', %s, true) AS ef, "
-        "set_config('hnsw.iterative_scan', 'relaxed_order', true) AS scan, "
-        "set_config('hnsw.max_scan_tuples', %s, true) AS cap)"
+def indexed_configs(content_type_id: int) -> SQL:
+    """The text search configurations the model's lexical index holds."""
+    return compose(
+        "ARRAY(SELECT search_config FROM semantic_search_lexicalstats"
+        " WHERE content_type_id = {content_type} AND documents > 0)",
+        content_type=content_type_id,
     )
-    return sql, [str(max(plan.ef_search, plan.candidates)), str(plan.max_scan_tuples)]
 
 
-def _lexical_ctes(plan: SearchPlan, object_filter: ObjectFilter | None) -> tuple[str, list]:
+def lexical_configs(plan: SearchPlan) -> SQL:
+    """The lexical arm's configurations, as a text[] expression."""
+    assert plan.lexical is not None
+    if plan.lexical.configs is None:
+        return indexed_configs(plan.content_type_id)
+    return compose("{configs}::text[]", configs=list(plan.lexical.configs))
+
+
+def _posting_conditions(plan: SearchPlan) -> SQL:
+    language = compose(" AND p.language = {language}", language=plan.language)
+    excluded = compose(" AND p.object_id <> {source}", source=plan.exclude_object)
+    return (language if plan.language else EMPTY) + (
+        excluded if plan.exclude_object is not None else EMPTY
+    )
+
+
+def _lexical_ctes(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQL:
     arm = plan.lexical
     assert arm is not None
-    language_sql, language_params = ("", [])
-    if plan.language:
-        language_sql, language_params = " AND p.language = %s", [plan.language]
-    exists_sql, exists_params = _exists(object_filter, "p.object_id")
-    exclude_sql, exclude_params = ("", [])
-    if plan.exclude_object is not None:
-        exclude_sql, exclude_params = " AND p.object_id <> %s", [plan.exclude_object]
-    terms = (
+    terms = compose(
         "terms AS MATERIALIZED ("
         " SELECT q.config, q.lexeme,"
         "  ln(1 + (st.documents - df.documents + 0.5) / (df.documents + 0.5)) AS idf"
         " FROM (SELECT DISTINCT c AS config, u.lexeme"
-        "       FROM unnest(%s::text[]) AS c, unnest(to_tsvector(c::regconfig, %s)) AS u"
+        "       FROM unnest({configs}) AS c, unnest(to_tsvector(c::regconfig, {text})) AS u"
         "       LIMIT 64) q"
         " JOIN semantic_search_lexicalstats st"
-        "   ON st.content_type_id = %s AND st.search_config = q.config"
-        " JOIN semantic_search_documentfrequency df ON df.content_type_id = %s"
-        "   AND df.search_config = q.config AND df.lexeme = q.lexeme AND df.documents > 0)"
+        "   ON st.content_type_id = {content_type} AND st.search_config = q.config"
+        " JOIN semantic_search_documentfrequency df ON df.content_type_id = {content_type}"
+        "   AND df.search_config = q.config AND df.lexeme = q.lexeme AND df.documents > 0)",
+        configs=lexical_configs(plan), text=arm.text, content_type=plan.content_type_id,
     )
-    terms_params = [list(arm.configs), arm.text, plan.content_type_id, plan.content_type_id]
-    phrase_sql, phrase_params = "", []
+    phrases = EMPTY
     if arm.phrases:
-        phrase_sql = (
+        phrases = compose(
             " JOIN semantic_search_searchentry pe ON pe.id = p.entry_id"
-            " AND pe.search_vector @@ websearch_to_tsquery(pe.search_config::regconfig, %s)"
+            " AND pe.search_vector @@ websearch_to_tsquery(pe.search_config::regconfig, {phrases})",
+            phrases=arm.phrases,
         )
-        phrase_params = [arm.phrases]
-    top_impact = (
+    conditions = _posting_conditions(plan)
+    top_impact = compose(
         "SELECT p.entry_id, sum(t.idf * p.impact) AS score"
         " FROM terms t CROSS JOIN LATERAL ("
         "  SELECT p.entry_id, p.impact FROM semantic_search_lexicalterm p"
-        "  WHERE p.content_type_id = %s AND p.search_config = t.config AND p.lexeme = t.lexeme"
-        f"{language_sql}{exclude_sql}{exists_sql}"
-        f"  ORDER BY p.impact DESC LIMIT %s) p{phrase_sql}"
-        " GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT %s",
-        [plan.content_type_id, *language_params, *exclude_params, *exists_params,
-         plan.term_depth, *phrase_params, plan.candidates],
+        "  WHERE p.content_type_id = {content_type} AND p.search_config = t.config"
+        "  AND p.lexeme = t.lexeme{conditions}{filtered}"
+        "  ORDER BY p.impact DESC LIMIT {depth}) p{phrases}"
+        " GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT {candidates}",
+        content_type=plan.content_type_id, conditions=conditions,
+        filtered=_passes_filter(object_filter, "p.object_id"), depth=plan.term_depth,
+        phrases=phrases, candidates=plan.candidates,
     )
     body = top_impact
     if object_filter is not None:
         # One index probe per (allowed entry, query lexeme) on (entry_id, lexeme): a common
         # term's whole posting list is never read.
-        exact = (
+        exact = compose(
             "SELECT p.entry_id, sum(t.idf * p.impact) AS score"
             " FROM allowed_entries a CROSS JOIN terms t CROSS JOIN LATERAL ("
             "  SELECT p.entry_id, p.impact FROM semantic_search_lexicalterm p"
             "  WHERE p.entry_id = a.entry_id AND p.lexeme = t.lexeme"
-            f"  AND p.search_config = t.config{language_sql}{exclude_sql} OFFSET 0) p{phrase_sql}"
-            " GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT %s",
-            [*language_params, *exclude_params, *phrase_params, plan.candidates],
+            "  AND p.search_config = t.config{conditions} OFFSET 0) p{phrases}"
+            " GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT {candidates}",
+            conditions=conditions, phrases=phrases, candidates=plan.candidates,
         )
         body = _gated(top_impact, exact)
-    return f"{terms}, lexical AS MATERIALIZED ({body[0]})", terms_params + body[1]
+    return compose("{terms}, lexical AS MATERIALIZED ({body})", terms=terms, body=body)
+
+
+def _chunk_conditions(arm: VectorArm, plan: SearchPlan) -> SQL:
+    conditions = [compose("c.embedder = {name} AND c.embedder_version = {version}",
+                          name=arm.embedder, version=arm.version)]
+    if plan.language:
+        conditions.append(compose("c.language = {language}", language=plan.language))
+    if plan.exclude_object is not None:
+        conditions.append(compose("c.object_id <> {source}", source=plan.exclude_object))
+    return join(" AND ", conditions)
 
 
 def _vector_cte(
     index: int, arm: VectorArm, plan: SearchPlan, object_filter: ObjectFilter | None
-) -> tuple[str, list]:
-    expression = vector_expression(arm.dimension)
-    conditions = ["c.embedder = %s", "c.embedder_version = %s"]
-    params: list = [arm.embedder, arm.version]
-    if plan.language:
-        conditions.append("c.language = %s")
-        params.append(plan.language)
-    if plan.exclude_object is not None:
-        conditions.append("c.object_id <> %s")
-        params.append(plan.exclude_object)
-    where = " AND ".join(conditions)
-    distance = f"{expression} <=> (SELECT v FROM query_{index})"
-    exists_sql, exists_params = _exists(object_filter, "c.object_id")
-    nearest = (
+) -> SQL:
+    query = SQL(f"query_{index}")
+    distance = compose(
+        "{expression} <=> (SELECT v FROM {query})",
+        expression=SQL(vector_expression(arm.dimension)), query=query,
+    )
+    where = _chunk_conditions(arm, plan)
+    nearest = compose(
         "SELECT n.entry_id, min(n.distance) AS distance FROM ("
-        f"  SELECT c.entry_id, {distance} AS distance"
+        "  SELECT c.entry_id, {distance} AS distance"
         "  FROM semantic_search_chunkembedding c"
-        f"  WHERE {where} AND c.content_type_id = %s{exists_sql}"
-        "  ORDER BY distance LIMIT %s) n"
-        " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT %s",
-        [*params, plan.content_type_id, *exists_params, plan.candidates * 2, plan.candidates],
+        "  WHERE {where} AND c.content_type_id = {content_type}{filtered}"
+        "  ORDER BY distance LIMIT {chunks}) n"
+        " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT {candidates}",
+        distance=distance, where=where, content_type=plan.content_type_id,
+        filtered=_passes_filter(object_filter, "c.object_id"), chunks=plan.candidates * 2,
+        candidates=plan.candidates,
     )
     body = nearest
     if object_filter is not None:
-        exact = (
-            f"SELECT c.entry_id, min({distance}) AS distance FROM allowed_entries a"
-            f" JOIN semantic_search_chunkembedding c ON c.entry_id = a.entry_id WHERE {where}"
-            " GROUP BY c.entry_id ORDER BY distance, c.entry_id LIMIT %s",
-            [*params, plan.candidates],
+        exact = compose(
+            "SELECT c.entry_id, min({distance}) AS distance FROM allowed_entries a"
+            " JOIN semantic_search_chunkembedding c ON c.entry_id = a.entry_id WHERE {where}"
+            " GROUP BY c.entry_id ORDER BY distance, c.entry_id LIMIT {candidates}",
+            distance=distance, where=where, candidates=plan.candidates,
         )
         body = _gated(nearest, exact)
-    vector_literal = "[" + ",".join(repr(float(x)) for x in arm.vector) + "]"
-    sql = (
-        f"query_{index} AS MATERIALIZED"
-        f" (SELECT %s::vector({arm.dimension}) AS v FROM settings),"
-        f" vector_{index} AS MATERIALIZED ({body[0]})"
-    )
-    return sql, [vector_literal, *body[1]]
-
-
-def _arm_select(name: str, label: str, score: str, order: str, weight: float) -> str:
-    return (
-        f"SELECT entry_id, '{label}'::text AS arm, {weight!r}::float8 AS weight,"
-        f" {score} AS score, row_number() OVER (ORDER BY {order}, entry_id) AS rank,"
-        f" ({score} - min({score}) OVER ())"
-        f" / nullif(max({score}) OVER () - min({score}) OVER (), 0) AS norm FROM {name}"
+    return compose(
+        "{query} AS MATERIALIZED (SELECT {vector}::vector({dimension}) AS v FROM settings),"
+        " vector_{index} AS MATERIALIZED ({body})",
+        query=query, vector="[" + ",".join(repr(float(x)) for x in arm.vector) + "]",
+        dimension=SQL(str(int(arm.dimension))), index=SQL(str(index)), body=body,
     )
 
 
-def _fused_score(plan: SearchPlan) -> tuple[str, list]:
+def _arm_select(source: str, label: str, score: str, order: str, weight: float, floor: SQL) -> SQL:
+    """One arm's candidates: rank, raw score, score min-max normalized within the arm, and
+    whether the candidate clears the arm's relevance floor."""
+    return compose(
+        "SELECT entry_id, {label}::text AS arm, {weight}::float8 AS weight,"
+        " {score} AS score, row_number() OVER (ORDER BY {order}, entry_id) AS rank,"
+        " ({score} - min({score}) OVER ())"
+        " / nullif(max({score}) OVER () - min({score}) OVER (), 0) AS norm,"
+        " {floor} AS match FROM {source}",
+        label=label, weight=weight, score=SQL(score), order=SQL(order), floor=floor,
+        source=SQL(source),
+    )
+
+
+def _fused_score(plan: SearchPlan) -> SQL:
     if plan.fusion == "weighted":
-        return "sum(weight * coalesce(norm, 1.0))", []
+        return SQL("sum(weight * coalesce(norm, 1.0))")
     if plan.fusion == "rrf":
-        return "sum(weight / (%s + rank))", [plan.rrf_k]
+        return compose("sum(weight / ({k} + rank))", k=plan.rrf_k)
     raise ValueError(f"unknown fusion {plan.fusion!r}: use 'rrf' or 'weighted'")
 
 
-def _applicable_weight(plan: SearchPlan) -> tuple[str, list]:
+def _applicable_weight(plan: SearchPlan) -> SQL:
     """Per document, the total weight of the arms that can see it: the lexical arm reads only
     documents in its configurations, a monolingual embedder has vectors only for its languages.
     Fused scores are divided by it, so an arm that cannot see a document (another language, in a
     mixed-language corpus) does not count against it."""
-    terms, params = [], []
+    terms = []
     if plan.lexical is not None:
-        terms.append(f"CASE WHEN e.search_config = ANY(%s) THEN {plan.lexical.weight!r} ELSE 0 END")
-        params.append(list(plan.lexical.configs))
+        terms.append(compose(
+            "CASE WHEN e.search_config = ANY({configs}) THEN {weight} ELSE 0 END",
+            configs=lexical_configs(plan), weight=plan.lexical.weight,
+        ))
     for arm in plan.vectors:
         if arm.languages is None:
-            terms.append(repr(arm.weight))
+            terms.append(compose("{weight}::float8", weight=arm.weight))
         else:
-            terms.append(f"CASE WHEN e.language = ANY(%s) THEN {arm.weight!r} ELSE 0 END")
-            params.append(list(arm.languages))
-    return f"({' + '.join(terms)})", params
+            terms.append(compose(
+                "CASE WHEN e.language = ANY({languages}) THEN {weight} ELSE 0 END",
+                languages=list(arm.languages), weight=arm.weight,
+            ))
+    return compose("({terms})", terms=join(" + ", terms))
 
 
-def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> tuple[str, list]:
+def _vector_floor(arm: VectorArm) -> SQL:
+    if arm.floor is None:
+        return SQL("true")
+    return compose("(1 - distance) >= {floor}", floor=float(arm.floor))
+
+
+def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQL:
     """One statement returning ``object_id, score, lexical_rank, lexical_score, vector_rank,
     vector_score, search_config, language`` for the fused candidates, best first."""
     if plan.lexical is None and not plan.vectors:
         raise ValueError("a search needs at least one arm")
-    ctes, params, arms = [], [], []
-    sql, cte_params = _settings_cte(plan)
-    ctes.append(sql)
-    params += cte_params
+    ctes, arms = [_settings_cte(plan)], []
     if object_filter is not None:
-        sql, cte_params = _filtered_ctes(plan, object_filter)
-        ctes.append(sql)
-        params += cte_params
+        ctes.append(_filtered_ctes(plan, object_filter))
     if plan.lexical is not None:
-        sql, cte_params = _lexical_ctes(plan, object_filter)
-        ctes.append(sql)
-        params += cte_params
-        arms.append(_arm_select("lexical", "lexical", "score", "score DESC", plan.lexical.weight))
+        ctes.append(_lexical_ctes(plan, object_filter))
+        # A keyword match is a match: BM25 only scores documents that contain a query lexeme.
+        arms.append(_arm_select("lexical", "lexical", "score", "score DESC",
+                                plan.lexical.weight, SQL("true")))
     for index, arm in enumerate(plan.vectors):
-        sql, cte_params = _vector_cte(index, arm, plan, object_filter)
-        ctes.append(sql)
-        params += cte_params
-        arms.append(
-            _arm_select(f"vector_{index}", arm.label, "(1 - distance)", "distance", arm.weight)
-        )
-    fused_score, fused_params = _fused_score(plan)
-    applicable, applicable_params = _applicable_weight(plan)
-    required_sql, required_params = "", []
+        ctes.append(_vector_cte(index, arm, plan, object_filter))
+        arms.append(_arm_select(f"vector_{index}", arm.label, "(1 - distance)", "distance",
+                                arm.weight, _vector_floor(arm)))
+    required = EMPTY
     if plan.exclusions:
-        required_sql = (
-            " WHERE e.search_vector @@ websearch_to_tsquery(e.search_config::regconfig, %s)"
+        required = compose(
+            " AND e.search_vector @@ websearch_to_tsquery(e.search_config::regconfig, {words})",
+            words=plan.exclusions,
         )
-        required_params = [plan.exclusions]
-    statement = (
-        f"WITH {', '.join(ctes)}, arms AS ({' UNION ALL '.join(arms)}),"
-        f" fused AS (SELECT entry_id, {fused_score} AS score,"
+    return compose(
+        "WITH {ctes}, arms AS ({arms}),"
+        " fused AS (SELECT entry_id, {fused} AS score,"
         "  min(rank) FILTER (WHERE arm = 'lexical') AS lexical_rank,"
         "  max(score) FILTER (WHERE arm = 'lexical') AS lexical_score,"
         "  min(rank) FILTER (WHERE arm <> 'lexical') AS vector_rank,"
         "  max(score) FILTER (WHERE arm <> 'lexical') AS vector_score"
-        "  FROM arms GROUP BY entry_id)"
-        f" SELECT e.object_id, f.score / nullif({applicable}, 0) AS score, f.lexical_rank,"
-        "  f.lexical_score, f.vector_rank,"
-        "  f.vector_score, e.search_config, e.language"
+        "  FROM arms GROUP BY entry_id HAVING bool_or(match))"
+        " SELECT e.object_id, f.score / nullif({applicable}, 0) AS score, f.lexical_rank,"
+        "  f.lexical_score, f.vector_rank, f.vector_score, e.search_config, e.language"
         " FROM fused f JOIN semantic_search_searchentry e ON e.id = f.entry_id"
-        f"{required_sql}"
+        " WHERE true{required}",
+        ctes=join(", ", ctes), arms=join(" UNION ALL ", arms), fused=_fused_score(plan),
+        applicable=_applicable_weight(plan), required=required,
     )
-    return statement, params + fused_params + applicable_params + required_params

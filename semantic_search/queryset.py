@@ -10,6 +10,7 @@ limit.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,12 +21,13 @@ from django.db.models.expressions import RawSQL
 from django.db.models.sql.constants import INNER
 
 from . import conf
-from .query import ObjectFilter, SearchPlan, VectorArm, build_search_sql
+from .languages import config_language
+from .query import SearchPlan, VectorArm, build_search_sql
 from .registry import get_registration
-from .routing import Route, make_plan, normalize_query, route, scan_settings
+from .routing import Route, make_plan, normalize_query, plan_settings, route
+from .sql import SQL
 
 SEARCH_ALIAS = "semantic_search_results"
-_OBJECT_ID_TOKEN = "__semantic_search_object_id__"
 SEARCH_ANNOTATIONS = (
     "search_score", "search_lexical_rank", "search_lexical_score", "search_vector_rank",
     "search_vector_score", "search_language", "search_route", "search_highlight",
@@ -41,22 +43,35 @@ class SearchState:
     route: Route | None
     base: models.QuerySet
 
-    def object_filter(self, connection) -> ObjectFilter | None:
-        """The base queryset's filters as a condition on one candidate object, or None."""
+    def object_filter(self, connection) -> QuerysetFilter | None:
+        """The base queryset's filters, or None when it has none."""
         if not self.base.query.has_filters() and not self.base.query.distinct:
             return None
-        model = self.base.model
-        pk_type = model._meta.pk.cast_db_type(connection)
-        inner = self.base.order_by().filter(
-            pk=RawSQL(f"({_OBJECT_ID_TOKEN})::{pk_type}", ())
-        ).values("pk")
-        sql, params = inner.query.get_compiler(connection=connection).as_sql()
-        objects = self.base.order_by().values("pk")
-        objects_sql, objects_params = objects.query.get_compiler(connection=connection).as_sql()
-        return ObjectFilter(
-            sql.replace(_OBJECT_ID_TOKEN, "{object_id}"), tuple(params),
-            objects_sql, tuple(objects_params),
-        )
+        return QuerysetFilter(self.base, connection)
+
+
+class QuerysetFilter:
+    """A queryset's filters as SQL for the search statement (see query.ObjectFilter).
+
+    Each condition is the queryset itself compiled by Django with ``pk = <column>``, so its
+    lookups, joins and parameters are exactly Django's own.
+    """
+
+    def __init__(self, queryset: models.QuerySet, connection) -> None:
+        self.queryset = queryset.order_by()
+        self.connection = connection
+
+    def _compile(self, queryset: models.QuerySet) -> SQL:
+        sql, params = queryset.query.get_compiler(connection=self.connection).as_sql()
+        return SQL(sql, tuple(params))
+
+    def condition(self, object_id: str) -> SQL:
+        pk_type = self.queryset.model._meta.pk.cast_db_type(self.connection)
+        correlated = RawSQL(f"({object_id})::{pk_type}", ())  # object_id: a column of ours
+        return self._compile(self.queryset.filter(pk=correlated).values("pk"))
+
+    def objects(self) -> SQL:
+        return self._compile(self.queryset.values("pk"))
 
 
 class SearchJoin:
@@ -73,14 +88,14 @@ class SearchJoin:
         self.state = state
 
     def as_sql(self, compiler, connection) -> tuple[str, list]:
-        sql, params = build_search_sql(self.state.plan, self.state.object_filter(connection))
+        search = build_search_sql(self.state.plan, self.state.object_filter(connection))
         pk = self.state.base.model._meta.pk
         parent = compiler.quote_name_unless_alias(self.parent_alias)
         on = (
             f"{parent}.{connection.ops.quote_name(pk.column)} = "
             f"({SEARCH_ALIAS}.object_id)::{pk.cast_db_type(connection)}"
         )
-        return f"INNER JOIN ({sql}) {SEARCH_ALIAS} ON ({on})", params
+        return f"INNER JOIN ({search.sql}) {SEARCH_ALIAS} ON ({on})", list(search.params)
 
     def relabeled_clone(self, change_map: dict[str, str]) -> SearchJoin:
         return SearchJoin(change_map.get(self.parent_alias, self.parent_alias), self.state)
@@ -152,6 +167,27 @@ def _mentions_search(args: tuple, kwargs: dict) -> bool:
     return any(str(key).split("__")[0] in SEARCH_ANNOTATIONS for key in keys)
 
 
+INDEXED_LANGUAGES_TTL = 60.0  # seconds a process trusts its list of a model's indexed languages
+_indexed_languages: dict[tuple[str, int], tuple[float, frozenset[str]]] = {}
+
+
+def indexed_languages(content_type_id: int, using: str) -> frozenset[str]:
+    """The languages whose text search configurations a model's lexical index holds (from the
+    small BM25 statistics table; cached for ``INDEXED_LANGUAGES_TTL`` seconds)."""
+    from .models import LexicalStats
+
+    key = (using, content_type_id)
+    cached = _indexed_languages.get(key)
+    if cached is not None and time.monotonic() - cached[0] < INDEXED_LANGUAGES_TTL:
+        return cached[1]
+    configs = LexicalStats.objects.using(using).filter(
+        content_type_id=content_type_id, documents__gt=0
+    ).values_list("search_config", flat=True)
+    languages = frozenset(filter(None, map(config_language, configs)))
+    _indexed_languages[key] = (time.monotonic(), languages)
+    return languages
+
+
 class SemanticSearchQuerySet(models.QuerySet):
     """A QuerySet with ``semantic_search()`` and ``more_like_this()``."""
 
@@ -180,12 +216,13 @@ class SemanticSearchQuerySet(models.QuerySet):
         text = normalize_query(query or "")
         if not text:
             return self.none()
-        chosen = route(
-            text, languages=languages or conf.get("LANGUAGE_MODE"), language=language, mode=mode
-        )
-        if not chosen.lexical_configs and not chosen.embedders:
-            return self.none()
         content_type = ContentType.objects.db_manager(self.db).get_for_model(self.model)
+        chosen = route(
+            text, languages=languages or conf.get("LANGUAGE_MODE"), language=language, mode=mode,
+            indexed_languages=indexed_languages(content_type.id, self.db),
+        )
+        if chosen.lexical_configs == () and not chosen.embedders:
+            return self.none()
         plan = make_plan(content_type.id, text, chosen, fusion=fusion, candidates=candidates)
         return self._with_search(SearchState(text, plan, chosen, self._base_for_search()))
 
@@ -215,11 +252,12 @@ class SemanticSearchQuerySet(models.QuerySet):
 
         mean = np.mean(np.asarray(vectors, dtype=np.float32), axis=0)
         mean /= max(float(np.linalg.norm(mean)), 1e-12)
-        arm = VectorArm(name, model_embedder.version, int(model_embedder.dimension), tuple(mean))
+        arm = VectorArm(
+            name, model_embedder.version, int(model_embedder.dimension), tuple(mean), weight=1.0
+        )
         plan = SearchPlan(
             content_type_id=content_type.id, lexical=None, vectors=(arm,),
-            **scan_settings(candidates),
-            exclude_object=str(instance.pk),
+            **plan_settings(candidates), exclude_object=str(instance.pk),
         )
         return self._with_search(SearchState("", plan, None, self._base_for_search()))
 

@@ -9,8 +9,8 @@ Routes (``languages=``):
   lexemes in the query's language).
 
 An unsure detection never guesses: it takes the multilingual embedder and reads the query's
-lexemes with every site language's configuration. Languages Postgres does not segment (Chinese,
-Japanese, Thai, ...) get no lexical arm.
+lexemes with every configuration the model's index holds. Languages Postgres does not segment
+(Chinese, Japanese, Thai, ...) get no lexical arm.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from . import conf
 from .embedders import get_embedder
 from .languages import (
-    FALLBACK_CONFIG,
     UNSEGMENTED_LANGUAGES,
     Detection,
     detect_language,
@@ -49,14 +48,16 @@ class Route:
 
     language: str | None
     detection: Detection
-    lexical_configs: tuple[str, ...]
+    lexical_configs: tuple[str, ...] | None  # None: every configuration the index holds
     embedders: tuple[str, ...]
     restrict_language: str | None
 
     @property
     def label(self) -> str:
         parts = []
-        if self.lexical_configs:
+        if self.lexical_configs is None:
+            parts.append("lexical:indexed")
+        elif self.lexical_configs:
             parts.append("lexical:" + "+".join(self.lexical_configs))
         parts += [f"vector:{name}" for name in self.embedders]
         return " ".join(parts)
@@ -82,22 +83,35 @@ def normalize_query(query: str) -> str:
 
 
 def route(
-    query: str, *, languages: str = "auto", language: str | None = None, mode: str = "hybrid"
+    query: str,
+    *,
+    languages: str = "auto",
+    language: str | None = None,
+    mode: str = "hybrid",
+    indexed_languages: frozenset[str] = frozenset(),
 ) -> Route:
-    """Decide the query language and which arms serve it."""
+    """Decide the query language and which arms serve it.
+
+    Detection chooses among the site's ``LANGUAGES``, the languages of the monolingual
+    embedders and ``indexed_languages`` (those the model's documents are indexed in), so a
+    corpus in a language the settings do not list still gets its own full text.
+    """
     if languages not in LANGUAGE_MODES:
         raise ValueError(f"languages must be one of {LANGUAGE_MODES}, got {languages!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    site_languages = conf.get("LANGUAGES")
-    if language:
-        detection = Detection(normalize_code(language), 1.0, "given")
+    specs = conf.embedder_specs()
+    if language is not None:
+        code = normalize_code(language)
+        if code is None:
+            raise ValueError(f"language must be an ISO 639 code such as 'de', got {language!r}")
+        detection = Detection(code, 1.0, "given")
     else:
         detection = query_languages.get(
-            query, site_languages, float(conf.get("LANGUAGE_CONFIDENCE"))
+            query, candidate_languages(specs, indexed_languages),
+            float(conf.get("LANGUAGE_CONFIDENCE")),
         )
     lang = detection.language
-    specs = conf.embedder_specs()
     embedders: list[str] = []
     if mode != "lexical":
         monolingual = [s.name for s in specs if not s.multilingual and lang and s.serves(lang)]
@@ -108,21 +122,27 @@ def route(
             embedders = monolingual
         else:
             embedders = multilingual + monolingual
-    configs: tuple[str, ...] = ()
+    configs: tuple[str, ...] | None = ()
     # Across languages only the multilingual vector space compares documents: a lexical arm
     # (one language's lexemes) would pull same-language documents ahead (measured on pooled
     # XQuAD, README). Typed -exclusions still hold (they filter every result).
     cross_lingual = languages == "all" and mode == "hybrid"
     if mode != "vector" and not cross_lingual and lang not in UNSEGMENTED_LANGUAGES:
-        if lang:
-            configs = (search_config(lang),)
-        else:
-            segmented = [
-                c for c in site_languages if normalize_code(c) not in UNSEGMENTED_LANGUAGES
-            ]
-            configs = tuple(dict.fromkeys([*map(search_config, segmented), FALLBACK_CONFIG]))
+        # Unsure: read the query's lexemes with every configuration the index holds.
+        configs = (search_config(lang),) if lang else None
     restrict = lang if languages == "same" and lang else None
     return Route(lang, detection, configs, tuple(embedders), restrict)
+
+
+def candidate_languages(
+    specs: list[conf.EmbedderSpec], indexed_languages: frozenset[str] = frozenset()
+) -> tuple[str, ...]:
+    """The languages a query may be detected as: the site's, the monolingual embedders', and
+    those the model's documents are indexed in."""
+    codes = set(filter(None, map(normalize_code, conf.get("LANGUAGES") or ())))
+    for spec in specs:
+        codes |= spec.languages or set()
+    return tuple(sorted(codes | set(indexed_languages)))
 
 
 class _BoundedCache:
@@ -176,20 +196,22 @@ query_languages = _QueryLanguageCache()
 
 def arm_weights(has_lexical: bool, n_vectors: int, fusion: str) -> tuple[float, float]:
     """(lexical weight, weight of each vector arm)."""
-    weights = conf.get("WEIGHTS")
-    lexical = float(weights.get("lexical", 0.3)) if has_lexical else 0.0
-    vector = float(weights.get("vector", 0.7))
     if fusion == "rrf":
         return 1.0, 1.0
     if not n_vectors:
         return 1.0, 0.0
-    return lexical, vector / n_vectors
+    weights = conf.get_dict("WEIGHTS")
+    lexical = float(weights["lexical"]) if has_lexical else 0.0
+    return lexical, float(weights["vector"]) / n_vectors
 
 
-def scan_settings(candidates: int | None = None) -> dict[str, Any]:
-    """The candidate depth, HNSW and filtered-path settings every search plan takes."""
+def plan_settings(candidates: int | None = None, fusion: str | None = None) -> dict[str, Any]:
+    """The fields of a search plan that come from the settings (their only defaults)."""
     return {
+        "fusion": fusion or conf.get("FUSION"),
+        "rrf_k": int(conf.get("RRF_K")),
         "candidates": int(candidates or conf.get("CANDIDATES")),
+        "term_depth": int(conf.get("LEXICAL_TERM_DEPTH")),
         "ef_search": int(conf.get("EF_SEARCH")),
         "max_scan_tuples": int(conf.get("MAX_SCAN_TUPLES")),
         "exact_threshold": int(conf.get("EXACT_FILTER_THRESHOLD")),
@@ -207,14 +229,15 @@ def make_plan(
 ) -> SearchPlan:
     """The search plan of a routed query (embeds the query with each routed embedder)."""
     plain, phrases, exclusions = split_operators(query)
-    fusion = fusion or conf.get("FUSION")
+    settings = plan_settings(candidates, fusion)
+    has_lexical = chosen.lexical_configs != ()
+    lexical_weight, vector_weight = arm_weights(
+        has_lexical, len(chosen.embedders), settings["fusion"]
+    )
     lexical = None
-    if chosen.lexical_configs:
-        lexical = LexicalArm(chosen.lexical_configs, plain or query, phrases)
+    if has_lexical:
+        lexical = LexicalArm(chosen.lexical_configs, plain or query, lexical_weight, phrases)
     specs = {spec.name: spec for spec in conf.embedder_specs()}
-    lexical_weight, vector_weight = arm_weights(lexical is not None, len(chosen.embedders), fusion)
-    if lexical is not None:
-        lexical = replace(lexical, weight=lexical_weight)
     vectors = []
     for name in chosen.embedders:
         embedder = get_embedder(name)
@@ -228,10 +251,7 @@ def make_plan(
         content_type_id=content_type_id,
         lexical=lexical,
         vectors=tuple(vectors),
-        fusion=fusion,
-        rrf_k=int(conf.get("RRF_K")),
-        term_depth=int(conf.get("LEXICAL_TERM_DEPTH")),
-        **scan_settings(candidates),
+        **settings,
         language=chosen.restrict_language,
         exclusions=exclusions,
     )
