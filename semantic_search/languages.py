@@ -7,6 +7,8 @@ the multilingual model and the ``simple`` configuration.
 
 from __future__ import annotations
 
+import functools
+import re
 import threading
 import unicodedata
 from collections import Counter
@@ -52,12 +54,47 @@ def search_config(language: str | None) -> str:
     return SEARCH_CONFIGS.get(normalize_code(language) or "", FALLBACK_CONFIG)
 
 
-def normalize_code(language: str | None) -> str | None:
-    """``"de-DE"`` / ``"de_DE"`` / ``"DE"`` -> ``"de"``; ``"zh-cn"`` -> ``"zh"``; blank -> None."""
-    if not language:
+def config_language(config: str) -> str | None:
+    """The language code of a text search configuration (``"greek"`` -> ``"el"``)."""
+    return _CONFIG_LANGUAGES.get(config)
+
+
+_CONFIG_LANGUAGES = {config: code for code, config in reversed(SEARCH_CONFIGS.items())}
+_CODE = re.compile(r"[a-z]{2,3}")
+
+
+@functools.cache
+def _language_names() -> dict[str, str]:
+    """Language names in English and in the language itself -> code, from Django's LANG_INFO
+    (``"german"``, ``"deutsch"`` -> ``"de"``; ``"simplified chinese"`` -> ``"zh"``)."""
+    from django.conf.locale import LANG_INFO
+
+    names = {config: code for code, config in SEARCH_CONFIGS.items()}
+    for key, info in LANG_INFO.items():
+        code = key.split("-")[0]
+        for name in (info.get("name"), info.get("name_local")):
+            if name:
+                names.setdefault(name.lower(), code)
+                names.setdefault(name.lower().split(" (")[0], code)
+    return names
+
+
+def normalize_code(language: object) -> str | None:
+    """An ISO 639 code from a language tag or name, or None for blank or unrecognizable input.
+
+    ``"de-DE"`` / ``"de_DE"`` / ``"DE"`` -> ``"de"``; ``"zh-Hans"`` -> ``"zh"``; ``"German"`` /
+    ``"Deutsch"`` -> ``"de"``; ``"klingon"`` or ``"\x00"`` -> None.
+    """
+    if language is None:
         return None
-    code = str(language).strip().lower().replace("_", "-").split("-")[0]
-    return code or None
+    text = str(language).strip().lower()
+    if not text:
+        return None
+    named = _language_names().get(text)
+    if named:
+        return named
+    code = text.replace("_", "-").split("-")[0]
+    return code if _CODE.fullmatch(code) else None
 
 
 def _script_of(char: str) -> str | None:

@@ -10,6 +10,8 @@ or in settings: ``SEMANTIC_SEARCH["MODELS"] = {"shop.Product": {"fields": {...},
 
 from __future__ import annotations
 
+import functools
+import logging
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,8 @@ from django.db import models
 
 from . import conf
 from .languages import detect_language, normalize_code
+
+logger = logging.getLogger(__name__)
 
 WEIGHTS = ("A", "B", "C", "D")
 # Postgres limits a tsvector to 1 MB; longer field text is cut for the lexical index only.
@@ -70,14 +74,28 @@ class Registration:
         return Document(parts, self.language_of(instance, parts))
 
     def language_of(self, instance: models.Model, parts: tuple[DocumentPart, ...]) -> str | None:
-        allowed = conf.get("LANGUAGES")
         if self.language_field:
-            return normalize_code(_read_value(instance, self.language_field))
+            value = _read_value(instance, self.language_field)
+            code = normalize_code(value)
+            if code is None and value.strip():
+                _warn_unknown_language(self.label, self.language_field, value)
+            return code
         if self.language and self.language != "auto":
             return normalize_code(self.language)
         text = " ".join(part.text for part in parts)[:5000]
-        detected = detect_language(text, allowed, threshold=0.5)
+        detected = detect_language(text, conf.get("LANGUAGES"), threshold=0.5)
         return detected.language or normalize_code(conf.get("DEFAULT_LANGUAGE"))
+
+
+@functools.cache
+def _warn_unknown_language(label: str, field: str, value: str) -> None:
+    """Once per process and value: the object is indexed with no language."""
+    logger.warning(
+        "semantic_search: %s.%s is %r, neither a language code (ISO 639, e.g. 'de' or "
+        "'pt-BR') nor a language name; such objects are indexed with no language (the "
+        "'simple' text search configuration). Point language_field at a code, e.g. "
+        "'language__code'.", label, field, value[:80],
+    )
 
 
 def _read_value(instance: models.Model, path: str) -> str:
