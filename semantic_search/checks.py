@@ -11,6 +11,7 @@ import importlib.util
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import connections
+from django.db.models import CharField
 
 from . import conf
 from .embedders import PACKAGED_MODELS, get_embedder
@@ -106,6 +107,8 @@ def check_registrations(app_configs=None, **kwargs) -> list:
                     hint="Fix the name given to semantic_search.register().",
                     obj=model, id=ID.format("E020"),
                 ))
+        if registration.language_field:
+            errors += _check_language_field(model, registration.language_field)
         configured = {spec.name for spec in conf.embedder_specs()}
         for name in registration.embedders or ():
             if name not in configured:
@@ -115,6 +118,43 @@ def check_registrations(app_configs=None, **kwargs) -> list:
                     obj=model, id=ID.format("E021"),
                 ))
     return errors
+
+
+def _check_language_field(model, path: str) -> list:
+    """A language_field that ends on a relation reads ``str(<related object>)``: a name like
+    "German" at best. Point it at the related model's code field."""
+    field = _final_field(model, path)
+    if field is None or not field.is_relation or field.related_model is None:
+        return []
+    related = field.related_model
+    text_fields = [
+        f.name for f in related._meta.concrete_fields
+        if isinstance(f, CharField) and not f.is_relation
+    ]
+    codes = [name for name in text_fields if "code" in name or "iso" in name] or text_fields
+    example = f"'{path}__{codes[0]}'" if codes else f"'{path}__<code field>'"
+    return [Warning(
+        f"{model._meta.label}: language_field {path!r} is a relation to "
+        f"{related._meta.label}; its language is then read from str() of that object.",
+        hint=f"Point language_field at the field that holds an ISO 639 code, e.g. "
+        f"language_field={example} (language names such as 'German' are understood, but "
+        "anything else is indexed with no language).",
+        obj=model, id=ID.format("W022"),
+    )]
+
+
+def _final_field(model, path: str):
+    """The model field an ``a__b`` path ends on, or None (a method, a property, a typo)."""
+    field = None
+    for name in path.split("__"):
+        if model is None:
+            return None
+        try:
+            field = model._meta.get_field(name)
+        except FieldDoesNotExist:
+            return None
+        model = field.related_model
+    return field
 
 
 def _resolvable(model, path: str) -> bool:
@@ -128,6 +168,8 @@ def _resolvable(model, path: str) -> bool:
 
 @register(Tags.database)
 def check_database(app_configs=None, databases=None, **kwargs) -> list:
+    """Runs with ``check --database`` and before ``migrate``: on a database where the app is
+    not migrated yet, only what would make its migrations fail is reported."""
     errors = []
     for alias in databases or []:
         connection = connections[alias]
@@ -137,33 +179,48 @@ def check_database(app_configs=None, databases=None, **kwargs) -> list:
                 id=ID.format("E030"),
             ))
             continue
-        errors += _check_extension(connection, alias)
-        if not errors:
+        found = _check_extension(connection, alias)
+        errors += found
+        if not found and _migrated(connection):
             errors += _check_stored_dimensions(connection, alias)
+            errors += _check_indexed_languages(connection, alias)
     return errors
+
+
+def _migrated(connection) -> bool:
+    return "semantic_search_chunkembedding" in connection.introspection.table_names()
 
 
 def _check_extension(connection, alias: str) -> list:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        cursor.execute(
+            "SELECT e.extversion, a.default_version FROM pg_available_extensions a"
+            " LEFT JOIN pg_extension e ON e.extname = a.name WHERE a.name = 'vector'"
+        )
         row = cursor.fetchone()
     if row is None:
         return [Error(
-            f"The pgvector extension is not installed in database {alias!r}.",
-            hint="Run `manage.py migrate semantic_search` as a role allowed to CREATE "
-            "EXTENSION vector (or ask your provider to enable pgvector).",
+            f"The PostgreSQL server of database {alias!r} does not have pgvector.",
+            hint="Install pgvector 0.8 or newer on the server "
+            "(https://github.com/pgvector/pgvector#installation), or use a provider that has "
+            "it; the app's first migration then creates the extension.",
             id=ID.format("E031"),
         )]
-    version = tuple(int(part) for part in row[0].split(".")[:2])
-    if version < (0, 8):
+    installed, available = row
+    version = installed or available  # not installed yet: migrate will create this one
+    if _version(version) < (0, 8):
+        where = "installed in" if installed else "available to"
         return [Error(
-            f"pgvector {row[0]} in database {alias!r} is too old (0.8 or newer is needed for "
-            "iterative index scans).",
-            hint="ALTER EXTENSION vector UPDATE;", id=ID.format("E032"),
+            f"pgvector {version} {where} database {alias!r} is too old (0.8 or newer is "
+            "needed for iterative index scans).",
+            hint="ALTER EXTENSION vector UPDATE; (after upgrading pgvector on the server)",
+            id=ID.format("E032"),
         )]
     return []
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
 def _check_stored_dimensions(connection, alias: str) -> list:
     errors = []
     with connection.cursor() as cursor:
@@ -197,3 +254,38 @@ def _check_stored_dimensions(connection, alias: str) -> list:
                 id=ID.format("W034"),
             ))
     return errors
+
+
+def _check_indexed_languages(connection, alias: str) -> list:
+    """Languages the index holds that the settings do not list (a field of language names, a
+    corpus in a language nobody configured): queries detect them only among the indexed
+    languages of each model, and the hint tells how to make that explicit."""
+    from .languages import SEARCH_CONFIGS, normalize_code
+
+    configured = set(filter(None, map(normalize_code, conf.get("LANGUAGES") or ())))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT ct.app_label, ct.model, e.language, count(*)"
+            " FROM semantic_search_searchentry e"
+            " JOIN django_content_type ct ON ct.id = e.content_type_id"
+            " WHERE e.language <> '' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
+        rows = [row for row in cursor.fetchall() if row[2] not in configured]
+    if not rows:
+        return []
+    listed = ", ".join(f"{lang} ({count} {app}.{model})" for app, model, lang, count in rows)
+    unsupported = sorted({row[2] for row in rows if row[2] not in SEARCH_CONFIGS})
+    hint = (
+        "Add them to SEMANTIC_SEARCH['LANGUAGES'] so short and ambiguous queries can be "
+        "detected as them, or fix the language values of those objects and reindex."
+    )
+    if unsupported:
+        hint += (
+            f" PostgreSQL has no text search configuration for {', '.join(unsupported)}: "
+            "their full text uses 'simple' (no stemming)."
+        )
+    return [Warning(
+        f"Database {alias!r} holds documents in languages that SEMANTIC_SEARCH['LANGUAGES'] "
+        f"does not list: {listed}.",
+        hint=hint, id=ID.format("W035"),
+    )]

@@ -4,9 +4,9 @@ import django.contrib.postgres.indexes
 import django.contrib.postgres.search
 import django.db.models.deletion
 import pgvector.django.vector
-from django.contrib.postgres.operations import TrigramExtension
 from django.db import migrations, models
-from pgvector.django import VectorExtension
+
+from semantic_search.operations import CreateVectorExtension
 
 
 class Migration(migrations.Migration):
@@ -18,8 +18,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        VectorExtension(),
-        TrigramExtension(),
+        CreateVectorExtension(),
         migrations.CreateModel(
             name='SearchEntry',
             fields=[
