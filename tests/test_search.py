@@ -428,6 +428,40 @@ def test_admin_search_ranks_by_relevance_and_avoids_full_scans(corpus, client):
     assert titles == sorted(titles)  # a column the user sorts by wins over relevance
 
 
+def _relevance_index(response) -> int:
+    return list(response.context["cl"].list_display).index("search_relevance")
+
+
+def test_admin_relevance_column_sorts_and_is_the_marked_sort(corpus, client):
+    """Django 5.2 orders the changelist before it searches: sorting by the relevance column
+    must not ask the database for a score that does not exist yet, and the header markers show
+    relevance (not the model's default ordering) while a search is ranked by it."""
+    User.objects.create_superuser("admin", "admin@example.com", "pw")
+    client.login(username="admin", password="pw")
+    query = questions("de")[2]["question"]
+    unsorted = client.get("/admin/demo/article/", {"q": query})
+    relevance = _relevance_index(unsorted)
+    assert unsorted.context["cl"].get_ordering_field_columns() == {relevance: "desc"}
+    assert b'class="sortable column-search_relevance sorted descending"' in unsorted.content
+    best_first = client.get("/admin/demo/article/", {"q": query, "o": str(relevance)})
+    assert best_first.status_code == 200
+    scores = [a.search_score for a in best_first.context["cl"].result_list]
+    assert len(scores) > 5 and scores == sorted(scores, reverse=True)
+    assert best_first.context["cl"].get_ordering_field_columns() == {relevance: "asc"}
+    worst_first = client.get("/admin/demo/article/", {"q": query, "o": f"-{relevance}"})
+    assert worst_first.status_code == 200
+    scores = [a.search_score for a in worst_first.context["cl"].result_list]
+    assert scores == sorted(scores)
+    language_then_relevance = client.get(
+        "/admin/demo/article/", {"q": query, "o": f"2.{relevance}"}
+    )
+    rows = [(a.language, -a.search_score)
+            for a in language_then_relevance.context["cl"].result_list]
+    assert rows == sorted(rows)
+    plain = client.get("/admin/demo/article/", {"o": "1"})  # no search: no relevance column
+    assert plain.status_code == 200 and "search_relevance" not in plain.context["cl"].list_display
+
+
 def test_search_page_renders_ranked_highlighted_results(corpus, client):
     response = client.get("/", {"q": "Warsaw football club <script>"})
     assert response.status_code == 200
@@ -435,3 +469,47 @@ def test_search_page_renders_ranked_highlighted_results(corpus, client):
     assert len(page.object_list) == 10
     assert b"<b>" in response.content
     assert b"<script>" not in response.content
+
+
+def test_filters_whose_sql_holds_braces_or_percent_signs(corpus):
+    """The caller's filters reach the statement as Django compiled them, never formatted."""
+    question = questions("en")[1]["question"]
+    braces = Article.objects.filter(title__regex=r"^[A-Z]{1}").semantic_search(question)
+    assert len(list(braces[:5])) == 5
+    raw = Article.objects.extra(where=["demo_article.title !~ 'x{3}'"]).semantic_search(question)
+    assert len(list(raw[:5])) == 5
+    percent = Article.objects.filter(title__contains="%").semantic_search(question)
+    assert list(percent) == []
+
+
+def test_a_language_missing_from_the_settings_keeps_its_full_text(corpus):
+    """A Greek corpus on a site whose LANGUAGES do not list Greek: the query's lexemes are
+    read with the configurations the index holds (here Greek), and the query is detected as
+    Greek by its script among the indexed languages."""
+    from semantic_search import queryset
+
+    greek = [
+        ("Σαντορίνη", "Το ηφαίστειο της Σαντορίνης εξερράγη πριν από περίπου τρεις χιλιάδες "
+         "εξακόσια χρόνια και κατέστρεψε τον οικισμό του Ακρωτηρίου."),
+        ("Ακρόπολη", "Η Ακρόπολη της Αθήνας είναι ένας βραχώδης λόφος με αρχαίους ναούς, "
+         "όπως ο Παρθενώνας."),
+        ("Ελαιόλαδο", "Το ελαιόλαδο της Κρήτης παράγεται από ελιές που μαζεύονται τον "
+         "χειμώνα."),
+    ]
+    articles = [Article.objects.create(title=t, body=b, language="el") for t, b in greek]
+    indexing.index_entries(list(SearchEntry.objects.filter(
+        object_id__in=[str(a.pk) for a in articles]).values_list("id", flat=True)))
+    queryset._indexed_languages.clear()
+    results = Article.objects.semantic_search("ηφαιστείου Σαντορίνης", mode="lexical")
+    assert results.search_route.language == "el"
+    assert [a.title for a in results][:1] == ["Σαντορίνη"]
+    unsure = Article.objects.semantic_search("ελαιόλαδο", mode="lexical", languages="auto")
+    assert "Ελαιόλαδο" in [a.title for a in unsure]
+    for article in articles:
+        article.delete()
+
+
+def test_migrations_create_only_the_extension_the_app_uses():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extname FROM pg_extension ORDER BY 1")
+        assert [row[0] for row in cursor.fetchall()] == ["plpgsql", "vector"]
