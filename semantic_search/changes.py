@@ -6,15 +6,12 @@ raw SQL): :func:`index_objects` and :func:`forget_objects`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import connections, models, router, transaction
 
 from . import conf
-
-logger = logging.getLogger(__name__)
 
 _UPSERT_PENDING = """
 INSERT INTO semantic_search_searchentry
@@ -109,32 +106,31 @@ def enqueue_after_commit(entry_ids: list[int], using: str) -> None:
     transaction.on_commit(batch, using=using)
 
 
-def dispatch(entry_ids: list[int], using: str = "default") -> None:
-    """Index now (``SYNC`` mode) or send Celery tasks of ``TASK_BATCH_SIZE`` entries.
+def dispatch(
+    entry_ids: list[int], using: str = "default", force: bool = False,
+    timeout: float | None = None,
+) -> bool:
+    """Index now (``SYNC`` mode) or send Celery tasks of ``TASK_BATCH_SIZE`` entries; ``force``
+    re-embeds even unchanged text.
 
-    A broker outage is logged, not raised: the entries stay pending and the sweep or the
-    reindex command picks them up.
+    Never raises for the broker and never waits for it longer than ``timeout`` (default
+    ``ENQUEUE_TIMEOUT``, see enqueue.py): entries that could not be sent stay pending until
+    the sweep or the reindex command picks them up. Returns whether they were handed over.
     """
     if not entry_ids:
-        return
+        return True
     if conf.get("SYNC"):
         from .indexing import index_entries
 
-        index_entries(entry_ids, using=using)
-        return
-    from .tasks import index_entries_task
+        index_entries(entry_ids, using=using, force=force)
+        return True
+    from .enqueue import enqueuer
 
     size = max(1, int(conf.get("TASK_BATCH_SIZE")))
+    extra = {"force": True} if force else {}
+    messages = [
+        ([entry_ids[start : start + size], using], extra)
+        for start in range(0, len(entry_ids), size)
+    ]
     options = {"queue": conf.get("QUEUE")} if conf.get("QUEUE") else {}
-    for start in range(0, len(entry_ids), size):
-        batch = entry_ids[start : start + size]
-        try:
-            index_entries_task.apply_async(args=[batch, using], retry=False, **options)
-        except Exception as exc:  # noqa: BLE001  (any broker failure must not fail the save)
-            logger.warning(
-                "semantic_search: could not enqueue %d entries (%s); they stay pending "
-                "until the sweep or `manage.py semantic_search_reindex` runs.",
-                len(entry_ids) - start,
-                exc,
-            )
-            return
+    return enqueuer.send(messages, options, timeout)

@@ -41,6 +41,10 @@ DEFAULTS: dict[str, Any] = {
     "QUEUE": None,
     "TASK_BATCH_SIZE": 32,
     "MAX_RETRIES": 5,
+    # Seconds a save waits at most for the broker to take its task, and seconds enqueueing
+    # pauses after the broker failed or timed out (the change stays pending meanwhile).
+    "ENQUEUE_TIMEOUT": 0.1,
+    "ENQUEUE_PAUSE": 30.0,
     # Query side.
     "CANDIDATES": 100,
     "EF_SEARCH": 100,

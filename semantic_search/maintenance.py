@@ -17,6 +17,7 @@ from .models import ChunkEmbedding, IndexState, SearchEntry
 from .registry import Registration, registrations
 
 SWEEP_GRACE = timedelta(minutes=2)
+SWEEP_ENQUEUE_TIMEOUT = 30.0  # the sweep runs in a worker: it may wait for the broker
 
 
 def _content_type(registration: Registration, using: str) -> ContentType:
@@ -108,7 +109,7 @@ def sweep(using: str = "default", grace: timedelta = SWEEP_GRACE) -> int:
             Q(state=IndexState.PENDING, changed_at__lt=cutoff)
             | Q(state=IndexState.FAILED, attempts__lt=int(conf.get("MAX_RETRIES")))
         ).values_list("id", flat=True)
-    dispatch(sorted(ids), using)
+    dispatch(sorted(ids), using, timeout=SWEEP_ENQUEUE_TIMEOUT)
     return len(ids)
 
 

@@ -30,15 +30,18 @@ def ping() -> str:
     retry_jitter=True,
     max_retries=None,  # bounded below by MAX_RETRIES, read from settings at run time
 )
-def index_entries_task(self, entry_ids: list[int], using: str = "default") -> dict:
-    """Embed and store the given search entries (batched: one encode call per embedder)."""
+def index_entries_task(
+    self, entry_ids: list[int], using: str = "default", force: bool = False
+) -> dict:
+    """Embed and store the given search entries (batched: one encode call per embedder);
+    ``force`` re-embeds text whose vectors are current."""
     from .indexing import index_entries, mark_failed
 
     # Like a request: with DEBUG on, Django logs every query (vector literals included, ~0.5 MB
     # a batch) until reset; a worker has no requests to reset it, so its memory would grow.
     reset_queries()
     try:
-        report = index_entries(entry_ids, using=using)
+        report = index_entries(entry_ids, using=using, force=force)
     except Exception as exc:
         if self.request.retries >= int(conf.get("MAX_RETRIES")):
             mark_failed(entry_ids, f"{type(exc).__name__}: {exc}", using=using)

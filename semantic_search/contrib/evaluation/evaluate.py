@@ -351,7 +351,8 @@ def _index_with_workers(ids: list[int], using: str, progress: bool, poll: float 
         raise EvaluationError("--async needs Celery workers, but SEMANTIC_SEARCH['SYNC'] is on.")
     SearchEntry.objects.using(using).filter(id__in=ids).update(state=IndexState.PENDING)
     for start in range(0, len(ids), BATCH_SIZE):
-        dispatch(ids[start : start + BATCH_SIZE], using)
+        if not dispatch(ids[start : start + BATCH_SIZE], using, timeout=30.0):
+            raise EvaluationError("The broker did not take the indexing tasks (see the log).")
     pending = SearchEntry.objects.using(using).filter(id__in=ids, state=IndexState.PENDING)
     with tqdm(total=len(ids), desc="indexing (workers)", unit="doc", disable=not progress) as bar:
         while (left := pending.count()) > 0:

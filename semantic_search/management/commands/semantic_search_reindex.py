@@ -11,12 +11,15 @@ from tqdm import tqdm
 
 from semantic_search import conf, lexical
 from semantic_search.changes import dispatch
+from semantic_search.enqueue import enqueuer
 from semantic_search.indexes import ensure_vector_indexes
 from semantic_search.indexing import IndexReport, index_entries
 from semantic_search.maintenance import entries, work_ids
 from semantic_search.models import IndexState
 from semantic_search.registry import get_registration, registrations
 
+# Seconds the command waits for the broker to take a batch (it holds up no user's request).
+COMMAND_TIMEOUT = 30.0
 # Reindexing at least this share of a model's entries recomputes its BM25 impacts afterwards.
 REFRESH_SHARE = 0.1
 
@@ -51,7 +54,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"{label}: nothing to do")
                 continue
             if use_workers:
-                self._enqueue(registration, ids, batch_size, database, wait, no_progress)
+                self._enqueue(registration, ids, batch_size, database, force, wait, no_progress)
                 if wait:
                     self._refresh(registration, len(ids), database)
             else:
@@ -90,15 +93,22 @@ class Command(BaseCommand):
                 bar.update(len(batch))
         return total
 
-    def _enqueue(self, registration, ids, batch_size, database, wait, no_progress):
+    def _enqueue(self, registration, ids, batch_size, database, force, wait, no_progress):
         if conf.get("SYNC"):
             raise CommandError("--async needs a broker, but SEMANTIC_SEARCH['SYNC'] is on.")
         if force_states := entries(registration, database).filter(id__in=ids).exclude(
             state=IndexState.PENDING
         ):
             force_states.update(state=IndexState.PENDING)
+        enqueuer.resume()  # an operator's explicit run tries the broker whatever happened before
         for start in range(0, len(ids), batch_size):
-            dispatch(ids[start : start + batch_size], database)
+            batch = ids[start : start + batch_size]
+            if not dispatch(batch, database, force=force, timeout=COMMAND_TIMEOUT):
+                raise CommandError(
+                    "The broker did not take the tasks (see the warning above); nothing is "
+                    "lost: the objects are pending. Fix the broker, or index in this process "
+                    "(without --async)."
+                )
         self.stdout.write(f"{registration.label}: {len(ids)} objects sent to the workers")
         if wait:
             wait_for_workers(registration, ids, database, disable=no_progress)
