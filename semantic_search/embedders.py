@@ -12,7 +12,6 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
-import os
 import threading
 from collections.abc import Callable, Sequence
 from functools import cached_property
@@ -24,9 +23,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from . import conf
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 class ModelPackageMissing(ImproperlyConfigured):
@@ -105,14 +101,18 @@ _models_lock = threading.Lock()
 _loaded_models: dict[tuple[str, str], Any] = {}
 
 
-def load_sentence_transformer(path: str, device: str = "cpu"):
-    """One loaded SentenceTransformer per (path, device) per process."""
+def load_sentence_transformer(path: str, device: str = "cpu", local_files_only: bool = False):
+    """One loaded SentenceTransformer per (path, device) per process. ``local_files_only``
+    never asks a model hub (a hub name must then be in the local cache); a local folder never
+    needs the hub anyway. The process's environment is left alone."""
     key = (path, device)
     with _models_lock:
         if key not in _loaded_models:
             from sentence_transformers import SentenceTransformer
 
-            _loaded_models[key] = SentenceTransformer(path, device=device)
+            _loaded_models[key] = SentenceTransformer(
+                path, device=device, local_files_only=local_files_only
+            )
         return _loaded_models[key]
 
 
@@ -147,9 +147,11 @@ def _folder_dimension(path: str) -> int | None:
 
 
 class SentenceTransformerEmbedder:
-    """Any sentence-transformers model, by hub name (offline cache) or local path.
+    """Any sentence-transformers model, by hub name or local path.
 
-    Query and passage prefixes come from the model's ``prompts`` ("query"/"passage") unless given.
+    Query and passage prefixes come from the model's ``prompts`` ("query"/"passage") unless
+    given. A hub name is downloaded on first use unless ``LOCAL_FILES_ONLY`` is set (or the
+    process runs with ``HF_HUB_OFFLINE=1``); packaged models are local folders.
     """
 
     def __init__(
@@ -163,10 +165,12 @@ class SentenceTransformerEmbedder:
         max_tokens: int | None = None,
         query_prefix: str | None = None,
         passage_prefix: str | None = None,
+        local_files_only: bool = False,
     ) -> None:
         self.name = name
         self.model_name = model
         self.device = device
+        self.local_files_only = local_files_only
         self.batch_size = batch_size
         self._version = version
         self._max_tokens = max_tokens
@@ -179,7 +183,7 @@ class SentenceTransformerEmbedder:
 
     @cached_property
     def model(self):
-        return load_sentence_transformer(self.path, self.device)
+        return load_sentence_transformer(self.path, self.device, self.local_files_only)
 
     @cached_property
     def version(self) -> str:

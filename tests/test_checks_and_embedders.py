@@ -114,3 +114,83 @@ def test_embedders_of_different_dimensions_side_by_side(with_use_embedder):
     )
     assert qs.search_route.embedders == ("use",)
     assert qs[0].title == "Vulkane"
+
+
+@pytest.fixture
+def reregister():
+    """Register a model differently for one test, then restore its registration."""
+    from semantic_search import registry
+
+    saved = dict(registry._registry)
+    yield semantic_search.register
+    for model in set(registry._registry) - set(saved):
+        semantic_search.unregister(model)
+    for model, registration in saved.items():
+        semantic_search.register(
+            model, fields=registration.fields, language_field=registration.language_field,
+            language=registration.language, embedders=registration.embedders,
+        )
+
+
+def test_language_field_on_a_relation_is_reported_with_the_field_to_use(reregister):
+    reregister(Article, fields={"title": "A", "body": "B"}, language_field="topic")
+    messages = [m for m in checks.check_registrations() if m.id == "semantic_search.W022"]
+    assert len(messages) == 1 and "demo.Topic" in messages[0].msg
+    assert "language_field='topic__name'" in messages[0].hint
+
+
+def test_language_values_become_codes_or_nothing(caplog):
+    from semantic_search.languages import normalize_code
+    from semantic_search.registry import get_registration
+
+    cases = {"German": "de", "Deutsch": "de", "de-DE": "de", "pt_BR": "pt", "ZH-Hans": "zh",
+             "Greek": "el", "el": "el", " fr ": "fr", "klingon": None, "\x00": None,
+             "\ud800": None, "": None, None: None}
+    assert {value: normalize_code(value) for value in cases} == cases
+    article = Article(title="x", body="y", language="Klingonese")
+    document = get_registration(Article).document(article)
+    assert document.language is None
+    assert "Klingonese" in caplog.text and "language__code" in caplog.text
+
+
+def test_indexed_languages_the_settings_do_not_list_are_reported():
+    article = Article.objects.create(title="Σαντορίνη", body="Ηφαίστειο.", language="el")
+    indexing.index_entries([SearchEntry.objects.get(object_id=str(article.pk)).id])
+    messages = [m for m in checks.check_database(databases=["default"])
+                if m.id == "semantic_search.W035"]
+    assert len(messages) == 1 and "el (1 demo.article)" in messages[0].msg
+
+
+def test_installing_the_app_leaves_the_process_alone(tmp_path):
+    """No HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE for the host's own Hugging Face use, and no
+    evaluation table, model or signal handlers unless semantic_search.contrib.evaluation is
+    installed."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, os, django\n"
+        "from django.conf import settings\n"
+        "settings.configure(INSTALLED_APPS=['django.contrib.contenttypes',"
+        " 'django.contrib.postgres', 'semantic_search'],"
+        " DATABASES={'default': {'ENGINE': 'django.db.backends.postgresql', 'NAME': 'x'}})\n"
+        "before = dict(os.environ)\n"
+        "django.setup()\n"
+        "import semantic_search.embedders, semantic_search.queryset, semantic_search.admin\n"
+        "from django.apps import apps\n"
+        "from semantic_search.registry import registrations\n"
+        "print(json.dumps({'env': sorted(set(os.environ) - set(before)),"
+        " 'models': sorted(m._meta.label for m in apps.get_models()),"
+        " 'registered': [r.label for r in registrations()]}))\n"
+    )
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DJANGO_SETTINGS_MODULE"}}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert facts["env"] == []
+    assert facts["registered"] == []
+    assert not [label for label in facts["models"] if "valuation" in label], facts["models"]
