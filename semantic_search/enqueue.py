@@ -59,21 +59,24 @@ class Enqueuer:
         self, messages: list[tuple[list, dict]], options: dict[str, Any],
         timeout: float | None = None,
     ) -> bool:
-        """Publish the tasks; True if the broker took them within ``timeout`` seconds
-        (default ``ENQUEUE_TIMEOUT``; commands and the sweep, which hold up no user, wait
-        longer). A publish still under way when the caller stops waiting goes on in the
-        background."""
+        """Publish the tasks; True if the broker took them within ``timeout`` seconds.
+
+        Saves use the default (``ENQUEUE_TIMEOUT``) and skip the broker while enqueueing is
+        paused; callers that give a ``timeout`` (commands, the sweep: they hold up no user) try
+        the broker whatever happened before. A publish still under way when the caller stops
+        waiting goes on in the background."""
         from .tasks import index_entries_task
 
         if index_entries_task.app.conf.task_always_eager:
             for args, kwargs in messages:
                 index_entries_task.apply_async(args, kwargs, **options)
             return True
-        if self.paused():
-            return False
+        if timeout is None:
+            if self.paused():
+                return False
+            timeout = float(conf.get("ENQUEUE_TIMEOUT"))
         job = _Job(messages, options)
         self._queue().put(job)
-        timeout = float(conf.get("ENQUEUE_TIMEOUT") if timeout is None else timeout)
         return job.done.wait(timeout) and job.error is None
 
     def paused(self) -> bool:
@@ -125,6 +128,8 @@ class Enqueuer:
                     failed.error = exc
                     failed.done.set()
             else:
+                if job.messages:
+                    self.resume()  # the broker works (again)
                 job.done.set()
 
 

@@ -77,3 +77,24 @@ def test_save_while_broker_is_down_succeeds_and_is_indexed_after(celery_worker_p
         services.start_valkey()
     assert sweep(grace=timedelta(0)) >= 1
     wait_for_state(article, IndexState.INDEXED, timeout=180)
+
+
+def test_forced_reindex_through_the_workers_re_embeds_like_in_process(celery_worker_process):
+    """`--force --async` means what `--force` means: every vector is computed again."""
+    import numpy as np
+    from django.core.management import call_command
+
+    article = Article.objects.create(title="Force", body="Glaciers carve valleys.", language="en")
+    entry = wait_for_state(article, IndexState.INDEXED)
+    chunk = ChunkEmbedding.objects.get(entry=entry, embedder="english", chunk=0)
+    true_vector = np.asarray(chunk.vector)
+    # Same text hash and model version: only a forced re-embed replaces this vector.
+    ChunkEmbedding.objects.filter(pk=chunk.pk).update(vector=-true_vector)
+    call_command(
+        "semantic_search_reindex", "demo.Article", "--force", "--async", "--wait",
+        "--no-progress",
+    )
+    restored = np.asarray(
+        ChunkEmbedding.objects.get(entry=entry, embedder="english", chunk=0).vector
+    )
+    assert float(restored @ true_vector) > 0.99

@@ -11,7 +11,6 @@ from tqdm import tqdm
 
 from semantic_search import conf, lexical
 from semantic_search.changes import dispatch
-from semantic_search.enqueue import enqueuer
 from semantic_search.indexes import ensure_vector_indexes
 from semantic_search.indexing import IndexReport, index_entries
 from semantic_search.maintenance import entries, work_ids
@@ -100,7 +99,6 @@ class Command(BaseCommand):
             state=IndexState.PENDING
         ):
             force_states.update(state=IndexState.PENDING)
-        enqueuer.resume()  # an operator's explicit run tries the broker whatever happened before
         for start in range(0, len(ids), batch_size):
             batch = ids[start : start + batch_size]
             if not dispatch(batch, database, force=force, timeout=COMMAND_TIMEOUT):
