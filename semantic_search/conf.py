@@ -61,6 +61,10 @@ DEFAULTS: dict[str, Any] = {
     # Postings read per query lexeme (highest BM25 impact first).
     "LEXICAL_TERM_DEPTH": 300,
     "LANGUAGE_CONFIDENCE": 0.8,
+    # Drop candidates that are no match: neither a keyword match nor closer by meaning than
+    # nonsense queries get (see floor.py); seconds a process keeps a model's calibration.
+    "FLOOR": True,
+    "FLOOR_TTL": 600,
     "QUERY_CACHE_SIZE": 1024,
 }
 

@@ -41,7 +41,9 @@ class VectorArm:
     vector: tuple[float, ...]
     weight: float
     languages: tuple[str, ...] | None = None  # documents it has vectors for (None: all)
-    floor: float | None = None  # least cosine similarity of a hit that counts as a match
+    # The relevance floor (see floor.py): the contrast a query must reach in this arm for its
+    # hits to be matches; None: every hit is a match.
+    gate: float | None = None
 
     @property
     def label(self) -> str:
@@ -77,6 +79,7 @@ class SearchPlan:
     language: str | None = None  # restrict to documents in this language ("same")
     exclude_object: str | None = None  # "more like this": leave the source out
     exclusions: str = ""  # -words the user wrote (websearch syntax): no result contains them
+    relative_floor: float = 0.0  # share of the query's contrast a vector match must reach
 
 
 class ObjectFilter(Protocol):
@@ -219,50 +222,79 @@ def _lexical_ctes(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQL:
 
 
 def _chunk_conditions(arm: VectorArm, plan: SearchPlan) -> SQL:
-    conditions = [compose("c.embedder = {name} AND c.embedder_version = {version}",
-                          name=arm.embedder, version=arm.version)]
+    """Conditions of a vector arm beyond its embedder and model (empty, or `` AND ...``)."""
+    conditions = EMPTY
     if plan.language:
-        conditions.append(compose("c.language = {language}", language=plan.language))
+        conditions += compose(" AND c.language = {language}", language=plan.language)
     if plan.exclude_object is not None:
-        conditions.append(compose("c.object_id <> {source}", source=plan.exclude_object))
-    return join(" AND ", conditions)
+        conditions += compose(" AND c.object_id <> {source}", source=plan.exclude_object)
+    return conditions
 
 
 def _vector_cte(
     index: int, arm: VectorArm, plan: SearchPlan, object_filter: ObjectFilter | None
 ) -> SQL:
+    """``query_N`` (the query vector), ``vector_N`` (the arm's candidates) and, with the
+    relevance floor, ``reference_N``: the query's best similarity and its background level
+    (the median similarity of the scan's nearest chunks: the similarity at the candidate depth
+    in a large model, the typical one in a small model) over the model's vectors, unfiltered."""
     query = SQL(f"query_{index}")
     distance = compose(
         "{expression} <=> (SELECT v FROM {query})",
         expression=SQL(vector_expression(arm.dimension)), query=query,
     )
+    base = compose(
+        "c.embedder = {name} AND c.embedder_version = {version}"
+        " AND c.content_type_id = {content_type}",
+        name=arm.embedder, version=arm.version, content_type=plan.content_type_id,
+    )
     where = _chunk_conditions(arm, plan)
-    nearest = compose(
-        "SELECT n.entry_id, min(n.distance) AS distance FROM ("
-        "  SELECT c.entry_id, {distance} AS distance"
-        "  FROM semantic_search_chunkembedding c"
-        "  WHERE {where} AND c.content_type_id = {content_type}{filtered}"
-        "  ORDER BY distance LIMIT {chunks}) n"
-        " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT {candidates}",
-        distance=distance, where=where, content_type=plan.content_type_id,
+    scan = compose(
+        "SELECT c.entry_id, {distance} AS distance FROM semantic_search_chunkembedding c"
+        " WHERE {base}{where}{filtered} ORDER BY distance LIMIT {chunks}",
+        distance=distance, base=base, where=where,
         filtered=_passes_filter(object_filter, "c.object_id"), chunks=plan.candidates * 2,
-        candidates=plan.candidates,
+    )
+    shared = where.sql == "" and object_filter is None  # the arm's scan is the unfiltered one
+    ctes = [compose(
+        "{query} AS MATERIALIZED (SELECT {vector}::vector({dimension}) AS v FROM settings)",
+        query=query, vector="[" + ",".join(repr(float(x)) for x in arm.vector) + "]",
+        dimension=SQL(str(int(arm.dimension))),
+    )]
+    if shared:
+        ctes.append(compose("scan_{index} AS MATERIALIZED ({scan})", index=SQL(str(index)),
+                            scan=scan))
+        scan = SQL(f"SELECT * FROM scan_{index}")
+    nearest = compose(
+        "SELECT n.entry_id, min(n.distance) AS distance FROM ({scan}) n"
+        " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT {candidates}",
+        scan=scan, candidates=plan.candidates,
     )
     body = nearest
     if object_filter is not None:
         exact = compose(
             "SELECT c.entry_id, min({distance}) AS distance FROM allowed_entries a"
-            " JOIN semantic_search_chunkembedding c ON c.entry_id = a.entry_id WHERE {where}"
-            " GROUP BY c.entry_id ORDER BY distance, c.entry_id LIMIT {candidates}",
-            distance=distance, where=where, candidates=plan.candidates,
+            " JOIN semantic_search_chunkembedding c ON c.entry_id = a.entry_id"
+            " WHERE {base}{where} GROUP BY c.entry_id ORDER BY distance, c.entry_id"
+            " LIMIT {candidates}",
+            distance=distance, base=base, where=where, candidates=plan.candidates,
         )
         body = _gated(nearest, exact)
-    return compose(
-        "{query} AS MATERIALIZED (SELECT {vector}::vector({dimension}) AS v FROM settings),"
-        " vector_{index} AS MATERIALIZED ({body})",
-        query=query, vector="[" + ",".join(repr(float(x)) for x in arm.vector) + "]",
-        dimension=SQL(str(int(arm.dimension))), index=SQL(str(index)), body=body,
-    )
+    ctes.append(compose("vector_{index} AS MATERIALIZED ({body})", index=SQL(str(index)),
+                        body=body))
+    if arm.gate is not None:
+        background = SQL(f"scan_{index}") if shared else compose(
+            "(SELECT {distance} AS distance FROM semantic_search_chunkembedding c"
+            " WHERE {base} ORDER BY distance LIMIT {chunks})",
+            distance=distance, base=base, chunks=plan.candidates * 2,
+        )
+        ctes.append(compose(
+            "reference_{index} AS MATERIALIZED (SELECT 1 - min(distance) AS best,"
+            " 1 - percentile_cont(0.5) WITHIN GROUP (ORDER BY distance) AS background"
+            " FROM {background} r)",
+            index=SQL(str(index)), background=background,
+        ))
+    return join(", ", ctes)
 
 
 def _arm_select(source: str, label: str, score: str, order: str, weight: float, floor: SQL) -> SQL:
@@ -309,10 +341,17 @@ def _applicable_weight(plan: SearchPlan) -> SQL:
     return compose("({terms})", terms=join(" + ", terms))
 
 
-def _vector_floor(arm: VectorArm) -> SQL:
-    if arm.floor is None:
+def _vector_match(index: int, arm: VectorArm, plan: SearchPlan) -> SQL:
+    """A vector hit is a match when the query stands out in the arm (contrast >= gate) and the
+    hit lies in the upper part of that contrast (see floor.py)."""
+    if arm.gate is None:
         return SQL("true")
-    return compose("(1 - distance) >= {floor}", floor=float(arm.floor))
+    return compose(
+        "coalesce((SELECT best - background >= {gate}"
+        " AND (1 - distance) >= background + {share} * (best - background)"
+        " FROM reference_{index}), false)",
+        gate=float(arm.gate), share=float(plan.relative_floor), index=SQL(str(index)),
+    )
 
 
 def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQL:
@@ -331,7 +370,7 @@ def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQ
     for index, arm in enumerate(plan.vectors):
         ctes.append(_vector_cte(index, arm, plan, object_filter))
         arms.append(_arm_select(f"vector_{index}", arm.label, "(1 - distance)", "distance",
-                                arm.weight, _vector_floor(arm)))
+                                arm.weight, _vector_match(index, arm, plan)))
     required = EMPTY
     if plan.exclusions:
         required = compose(

@@ -202,14 +202,17 @@ class SemanticSearchQuerySet(models.QuerySet):
         language: str | None = None,
         fusion: str | None = None,
         candidates: int | None = None,
+        floor: bool | None = None,
     ) -> SemanticSearchQuerySet:
         """Rank this queryset's objects by relevance to ``query``, best first.
 
         ``mode``: "hybrid" (default), "vector" or "lexical". ``languages``: "auto", "same" or
         "all" (see routing.py); ``language`` overrides detection. ``fusion``: "rrf" or
-        "weighted". Results are annotated with ``search_score``, ``search_lexical_rank``,
-        ``search_lexical_score``, ``search_vector_rank``, ``search_vector_score``,
-        ``search_language``, ``search_route`` and ``search_highlight``. An empty query gives
+        "weighted". ``floor``: drop candidates that are no match (default: the ``FLOOR``
+        setting, on; see floor.py). Results are annotated with ``search_score``,
+        ``search_lexical_rank``, ``search_lexical_score``, ``search_vector_rank``,
+        ``search_vector_score``, ``search_language``, ``search_route`` and
+        ``search_highlight``. An empty query gives
         an empty queryset.
         """
         self._check_searchable()
@@ -223,7 +226,10 @@ class SemanticSearchQuerySet(models.QuerySet):
         )
         if chosen.lexical_configs == () and not chosen.embedders:
             return self.none()
-        plan = make_plan(content_type.id, text, chosen, fusion=fusion, candidates=candidates)
+        plan = make_plan(
+            content_type.id, text, chosen, fusion=fusion, candidates=candidates, floor=floor,
+            using=self.db,
+        )
         return self._with_search(SearchState(text, plan, chosen, self._base_for_search()))
 
     def more_like_this(

@@ -226,8 +226,13 @@ def make_plan(
     *,
     fusion: str | None = None,
     candidates: int | None = None,
+    floor: bool | None = None,
+    using: str = "default",
 ) -> SearchPlan:
-    """The search plan of a routed query (embeds the query with each routed embedder)."""
+    """The search plan of a routed query (embeds the query with each routed embedder; with
+    the relevance floor on, each vector arm carries its calibrated gate, see floor.py)."""
+    from .floor import RELATIVE_FLOOR, vector_gate
+
     plain, phrases, exclusions = split_operators(query)
     settings = plan_settings(candidates, fusion)
     has_lexical = chosen.lexical_configs != ()
@@ -238,6 +243,7 @@ def make_plan(
     if has_lexical:
         lexical = LexicalArm(chosen.lexical_configs, plain or query, lexical_weight, phrases)
     specs = {spec.name: spec for spec in conf.embedder_specs()}
+    with_floor = conf.get("FLOOR") if floor is None else floor
     vectors = []
     for name in chosen.embedders:
         embedder = get_embedder(name)
@@ -245,7 +251,9 @@ def make_plan(
         vectors.append(
             VectorArm(name, embedder.version, int(embedder.dimension),
                       query_vectors.get(name, plain or query), vector_weight,
-                      None if served is None else tuple(sorted(served)))
+                      None if served is None else tuple(sorted(served)),
+                      vector_gate(content_type_id, name, settings["candidates"], using)
+                      if with_floor else None)
         )
     return SearchPlan(
         content_type_id=content_type_id,
@@ -254,4 +262,5 @@ def make_plan(
         **settings,
         language=chosen.restrict_language,
         exclusions=exclusions,
+        relative_floor=RELATIVE_FLOOR,
     )

@@ -142,8 +142,9 @@ def test_filters_inside_the_statement_and_chaining(corpus):
     only = Article.objects.semantic_search(question).only("title", "topic__name")
     only = only.select_related("topic")[:2]
     assert len(list(only)) == 2
-    page = Paginator(Article.objects.semantic_search(question), 7).page(2)
-    assert len(page.object_list) == 7
+    paginator = Paginator(Article.objects.semantic_search(question), 4)
+    assert len(paginator.page(2).object_list) == 4
+    assert paginator.count == len(list(Article.objects.semantic_search(question))) > 8
     assert list(Article.objects.using("default").semantic_search(question)[:1])
 
 
@@ -322,8 +323,9 @@ def test_a_filter_keeping_one_percent_still_returns_a_full_page(corpus):
     _synthetic_rows(2000, published_every=100)  # 20 of 2,000 synthetic rows are published
     Article.objects.exclude(external_id__startswith="syn-").update(published=False)
     query = "filler text about nothing in particular"
-    for mode in ("vector", "hybrid", "lexical"):
-        page = list(Article.objects.filter(published=True).semantic_search(query, mode=mode)[:10])
+    for mode in ("vector", "hybrid", "lexical"):  # random vectors: no floor
+        page = Article.objects.filter(published=True).semantic_search(query, mode=mode, floor=False)
+        page = list(page[:10])
         assert len(page) == 10, mode
         assert all(a.published for a in page)
 
@@ -362,14 +364,14 @@ def test_selective_filters_rank_exactly_and_broad_ones_use_the_indexes(corpus, s
     Article.objects.exclude(external_id__startswith="syn-").update(published=False)
     published = Article.objects.filter(published=True)
     query = "filler text about nothing in particular"
-    page = published.semantic_search(query, mode="vector")[:10]
+    page = published.semantic_search(query, mode="vector", floor=False)[:10]  # random vectors
     assert not _hnsw_scan_ran(_executed_plan(page))  # 20 objects: exact
     assert [a.pk for a in page] == _exact_top(published, query, 10)
 
     broad = {**settings.SEMANTIC_SEARCH, "EXACT_FILTER_SHARE": 0.005}
     for options in ({"EXACT_FILTER_THRESHOLD": 5}, {"EXACT_FILTER_SHARE": 0.005}):
         settings.SEMANTIC_SEARCH = {**broad, **options}
-        page = published.semantic_search(query, mode="vector")[:10]
+        page = published.semantic_search(query, mode="vector", floor=False)[:10]
         assert _hnsw_scan_ran(_executed_plan(page)), options  # too many objects: HNSW
         assert len(list(page)) == 10 and all(a.published for a in page)
 
@@ -381,7 +383,8 @@ def test_exact_and_top_impact_lexical_branches_agree(corpus, settings, language)
     filtered = Article.objects.filter(language=language)  # 1/6 of the objects
     settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "EXACT_FILTER_SHARE": 0.5}
     exact = filtered.semantic_search(query, mode="lexical")
-    assert not _hnsw_scan_ran(_executed_plan(filtered.semantic_search(query)[:10]))
+    # (floor=False: the floor's unfiltered reference scan is an HNSW scan of its own)
+    assert not _hnsw_scan_ran(_executed_plan(filtered.semantic_search(query, floor=False)[:10]))
     settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "EXACT_FILTER_THRESHOLD": 0}
     top_impact = filtered.semantic_search(query, mode="lexical")
     scores = [(a.pk, round(a.search_lexical_score, 9)) for a in exact[:20]]
@@ -513,3 +516,42 @@ def test_migrations_create_only_the_extension_the_app_uses():
     with connection.cursor() as cursor:
         cursor.execute("SELECT extname FROM pg_extension ORDER BY 1")
         assert [row[0] for row in cursor.fetchall()] == ["plpgsql", "vector"]
+
+
+@pytest.mark.parametrize("query", ["qwxz blorft vrummel", "asdf", "zebra", "vlorptix gnarfel"])
+def test_queries_that_match_nothing_find_nothing(corpus, query):
+    """Without the relevance floor every query lists candidates from the whole table."""
+    assert Article.objects.semantic_search(query, floor=False).count() >= 100
+    assert Article.objects.semantic_search(query).count() == 0
+    assert Article.objects.semantic_search(query, languages="all").count() == 0
+
+
+@pytest.mark.parametrize("language", ["de", "en", "es", "ru"])
+def test_the_floor_keeps_a_question_s_paragraph_and_its_translations(corpus, language):
+    question = questions(language)[0]
+    key = paragraph_key(question["external_id"])
+    results = list(Article.objects.semantic_search(question["question"]))
+    assert results[0].external_id == question["external_id"]
+    found = {a.external_id for a in results}
+    assert sum(f"{key}-{x}" in found for x in LANGUAGES) >= 5, sorted(found)
+    assert len(results) < len(corpus) / 4  # not the whole table
+
+
+def test_the_floor_is_a_setting_and_an_argument(corpus, settings):
+    from semantic_search import floor
+
+    question = questions("en")[0]["question"]
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "FLOOR": False}
+    assert Article.objects.semantic_search("qwxz blorft").count() >= 100
+    assert Article.objects.semantic_search("qwxz blorft", floor=True).count() == 0
+    assert floor.nonsense_probes() == floor.nonsense_probes()  # deterministic calibration
+    assert len(set(floor.nonsense_probes())) == floor.PROBE_COUNT
+    assert Article.objects.semantic_search(question, floor=True).count() > 0
+
+
+def test_the_admin_shows_no_results_for_nonsense(corpus, client):
+    User.objects.create_superuser("admin", "admin@example.com", "pw")
+    client.login(username="admin", password="pw")
+    response = client.get("/admin/demo/article/", {"q": "qwxz blorft vrummel"})
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == []

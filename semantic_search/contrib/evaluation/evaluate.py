@@ -372,11 +372,14 @@ class SearchOptions:
     languages: str | None = None
     fusion: str | None = None
     query_language: bool = False  # pass each query's "language" instead of detecting it
+    floor: bool | None = None  # the relevance floor (None: the FLOOR setting)
 
     def describe(self) -> str:
         languages = self.languages or conf.get("LANGUAGE_MODE")
         fusion = self.fusion or conf.get("FUSION")
-        return f"mode={self.mode} languages={languages} fusion={fusion}"
+        floor = conf.get("FLOOR") if self.floor is None else self.floor
+        return (f"mode={self.mode} languages={languages} fusion={fusion} "
+                f"floor={'on' if floor else 'off'}")
 
 
 @dataclass(frozen=True)
@@ -419,7 +422,7 @@ def search_queries(
     def ranked(query: Query) -> list[str]:
         results = corpus.semantic_search(
             query.text, mode=options.mode, languages=options.languages, fusion=options.fusion,
-            language=query.language if options.query_language else None,
+            language=query.language if options.query_language else None, floor=options.floor,
         )
         return list(results.values_list("doc_id", flat=True)[:DEPTH])
 

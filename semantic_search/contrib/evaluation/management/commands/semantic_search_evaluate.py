@@ -34,6 +34,8 @@ class Command(BaseCommand):
                             help="routing (default: the LANGUAGE_MODE setting)")
         parser.add_argument("--fusion", choices=("rrf", "weighted"), default=None,
                             help="fusion (default: the FUSION setting)")
+        parser.add_argument("--no-floor", dest="floor", action="store_false", default=None,
+                            help="keep candidates below the relevance floor")
         parser.add_argument("--query-language", action="store_true",
                             help='pass each query\'s "language" instead of detecting it')
         parser.add_argument("--limit-queries", type=int, default=None, metavar="N",
@@ -51,7 +53,7 @@ class Command(BaseCommand):
             raise CommandError("--limit-queries must be at least 1.")
         search = SearchOptions(
             mode=options["mode"], languages=options["languages"], fusion=options["fusion"],
-            query_language=options["query_language"],
+            query_language=options["query_language"], floor=options["floor"],
         )
         try:
             result = evaluate(
