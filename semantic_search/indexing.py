@@ -123,20 +123,16 @@ def _index_group(
 
 
 def _existing_chunks(entry_ids: list[int], using: str) -> dict[int, dict[str, dict]]:
-    """entry -> embedder -> {"version": ..., "hashes": [...], "vectors": {hash: vector}}."""
+    """entry -> embedder -> {"versions": {...}, "vectors": {chunk hash: vector}}."""
     result: dict[int, dict[str, dict]] = defaultdict(dict)
     rows = (
         ChunkEmbedding.objects.using(using)
         .filter(entry_id__in=entry_ids)
-        .order_by("entry_id", "embedder", "chunk")
         .values_list("entry_id", "embedder", "embedder_version", "text_hash", "vector")
     )
     for entry_id, embedder, version, chunk_hash, vector in rows:
-        slot = result[entry_id].setdefault(
-            embedder, {"versions": set(), "hashes": [], "vectors": {}}
-        )
+        slot = result[entry_id].setdefault(embedder, {"versions": set(), "vectors": {}})
         slot["versions"].add(version)
-        slot["hashes"].append(chunk_hash)
         slot["vectors"][chunk_hash] = vector
     return result
 
