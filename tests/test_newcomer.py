@@ -70,7 +70,26 @@ def wheel_site(tmp_path_factory) -> Path:
     with zipfile.ZipFile(built[0]) as wheel:
         wheel.extractall(site)
     assert (site / "semantic_search" / "__init__.py").is_file()
+    _check_distribution_name(site)
     return site
+
+
+# Distribution names taken on PyPI by other projects: `pip install` of these installs
+# somebody else's package.
+TAKEN_NAMES = {"django-semantic-search"}
+
+
+def _check_distribution_name(site: Path) -> None:
+    """The wheel's name is the one the README tells people to install, and not a taken one."""
+    import re
+    from email.parser import Parser
+
+    (metadata,) = site.glob("*.dist-info/METADATA")
+    name = Parser().parsestr(metadata.read_text(encoding="utf-8"))["Name"]
+    readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
+    installed = re.findall(r'pip install "([A-Za-z0-9_.-]+)\[models\]"', readme)
+    assert installed == [name], (name, installed)
+    assert name.lower().replace("_", "-") not in TAKEN_NAMES, name
 
 
 def _server_params() -> dict:
