@@ -185,8 +185,11 @@ def test_installing_the_app_leaves_the_process_alone(tmp_path):
         " 'models': sorted(m._meta.label for m in apps.get_models()),"
         " 'registered': [r.label for r in registrations()]}))\n"
     )
+    from pathlib import Path
+
     env = {k: v for k, v in os.environ.items()
            if k not in {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DJANGO_SETTINGS_MODULE"}}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)  # this checkout's package
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
