@@ -60,6 +60,7 @@ QUERIES = (
         "Spanish, cross-lingual: only articles in other languages", languages="all",
         other_languages=True,
     ),
+    DemoQuery("qwxz blorft vrummel", "en", "nonsense: no good match, no results"),
 )
 
 
@@ -203,7 +204,7 @@ class Command(BaseCommand):
         heading = f"{self.bold(query.text)}  ({query.note}, languages={query.languages!r})"
         self.stdout.write(f"\n{heading}")
         if not results:
-            self.stdout.write("  no results")
+            self.stdout.write("  no results (nothing matches by keyword or stands out by meaning)")
             return
         first = results[0]
         self.stdout.write(
