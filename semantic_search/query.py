@@ -80,6 +80,7 @@ class SearchPlan:
     exclude_object: str | None = None  # "more like this": leave the source out
     exclusions: str = ""  # -words the user wrote (websearch syntax): no result contains them
     relative_floor: float = 0.0  # share of the query's contrast a vector match must reach
+    text: str = ""  # the query's plain words (the floor asks whether the index knows any)
 
 
 class ObjectFilter(Protocol):
@@ -341,13 +342,29 @@ def _applicable_weight(plan: SearchPlan) -> SQL:
     return compose("({terms})", terms=join(" + ", terms))
 
 
+def _known_words_cte(plan: SearchPlan) -> SQL:
+    """``known``: does the model's index hold any of the query's lexemes, in any of its
+    configurations? (Nonsense has none; see floor.py.)"""
+    return compose(
+        "known AS MATERIALIZED (SELECT EXISTS ("
+        " SELECT 1 FROM unnest({configs}) AS c(config),"
+        "  unnest(to_tsvector(c.config::regconfig, {text})) AS u,"
+        "  semantic_search_documentfrequency df"
+        " WHERE df.content_type_id = {content_type} AND df.search_config = c.config"
+        "  AND df.lexeme = u.lexeme AND df.documents > 0) AS found)",
+        configs=indexed_configs(plan.content_type_id), text=plan.text,
+        content_type=plan.content_type_id,
+    )
+
+
 def _vector_match(index: int, arm: VectorArm, plan: SearchPlan) -> SQL:
-    """A vector hit is a match when the query stands out in the arm (contrast >= gate) and the
-    hit lies in the upper part of that contrast (see floor.py)."""
+    """A vector hit is a match when the query means something here (the index knows one of its
+    words, or it stands out in the arm: contrast >= gate) and the hit lies in the upper part of
+    the query's contrast (see floor.py)."""
     if arm.gate is None:
         return SQL("true")
     return compose(
-        "coalesce((SELECT best - background >= {gate}"
+        "coalesce((SELECT ((SELECT found FROM known) OR best - background >= {gate})"
         " AND (1 - distance) >= background + {share} * (best - background)"
         " FROM reference_{index}), false)",
         gate=float(arm.gate), share=float(plan.relative_floor), index=SQL(str(index)),
@@ -367,6 +384,8 @@ def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQ
         # A keyword match is a match: BM25 only scores documents that contain a query lexeme.
         arms.append(_arm_select("lexical", "lexical", "score", "score DESC",
                                 plan.lexical.weight, SQL("true")))
+    if any(arm.gate is not None for arm in plan.vectors):
+        ctes.append(_known_words_cte(plan))
     for index, arm in enumerate(plan.vectors):
         ctes.append(_vector_cte(index, arm, plan, object_filter))
         arms.append(_arm_select(f"vector_{index}", arm.label, "(1 - distance)", "distance",

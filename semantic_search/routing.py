@@ -263,4 +263,5 @@ def make_plan(
         language=chosen.restrict_language,
         exclusions=exclusions,
         relative_floor=RELATIVE_FLOOR,
+        text=plain or query,
     )
