@@ -5,8 +5,9 @@ included, lists the whole table. A candidate is kept when it is a keyword match 
 arm found one of the query's lexemes in it) or a match by meaning in some vector arm:
 
 - the query must mean something here: the model's index knows at least one of its words (in
-  any of the configurations it holds), or, for a query none of whose words it knows (nonsense,
-  or another language than the documents'), the query *stands out* in that arm: its best
+  any of the configurations it holds; a query in Chinese, Japanese or Thai, whose words cannot
+  be looked up, counts as known), or, for a query none of whose words it knows (nonsense, or
+  another language than the documents'), the query *stands out* in that arm: its best
   similarity exceeds its *background* (the median similarity of its ``2 x candidates`` nearest
   chunks: the similarity at the candidate depth in a large model, the typical similarity in a
   small one) by at least the *gate*, the largest such contrast that a fixed set of 128 nonsense

@@ -28,6 +28,9 @@ FALLBACK_CONFIG = "simple"
 # Languages whose words Postgres does not segment: the lexical arm cannot serve them.
 UNSEGMENTED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "km", "my"})
 
+# Scripts written without spaces between words (Postgres cannot split them into lexemes).
+UNSEGMENTED_SCRIPTS = frozenset({"CJK", "HIRAGANA", "KATAKANA", "THAI"})
+
 # Unicode scripts that point at a small set of languages.
 SCRIPT_LANGUAGES: dict[str, frozenset[str]] = {
     "CYRILLIC": frozenset({"ru", "uk", "bg", "sr", "mk", "be", "kk"}),
@@ -123,6 +126,14 @@ def dominant_script(text: str) -> tuple[str | None, float]:
     ):
         script = "HIRAGANA"  # any kana means Japanese
     return script, count / sum(counts.values())
+
+
+def unsegmented(text: str, language: str | None = None) -> bool:
+    """Is the text in a language or script Postgres does not split into words?"""
+    if language in UNSEGMENTED_LANGUAGES:
+        return True
+    script, share = dominant_script(text)
+    return script in UNSEGMENTED_SCRIPTS and share >= 0.5
 
 
 @dataclass(frozen=True)

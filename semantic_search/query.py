@@ -81,6 +81,9 @@ class SearchPlan:
     exclusions: str = ""  # -words the user wrote (websearch syntax): no result contains them
     relative_floor: float = 0.0  # share of the query's contrast a vector match must reach
     text: str = ""  # the query's plain words (the floor asks whether the index knows any)
+    # The query's words cannot be looked up (Chinese, Japanese, Thai: no lexemes): the floor
+    # treats them as known.
+    unsegmented: bool = False
 
 
 class ObjectFilter(Protocol):
@@ -345,6 +348,8 @@ def _applicable_weight(plan: SearchPlan) -> SQL:
 def _known_words_cte(plan: SearchPlan) -> SQL:
     """``known``: does the model's index hold any of the query's lexemes, in any of its
     configurations? (Nonsense has none; see floor.py.)"""
+    if plan.unsegmented:
+        return SQL("known AS (SELECT true AS found)")
     return compose(
         "known AS MATERIALIZED (SELECT EXISTS ("
         " SELECT 1 FROM unnest({configs}) AS c(config),"

@@ -30,6 +30,7 @@ from .languages import (
     detect_language,
     normalize_code,
     search_config,
+    unsegmented,
 )
 from .query import LexicalArm, SearchPlan, VectorArm
 from .registry import clean_text
@@ -264,4 +265,5 @@ def make_plan(
         exclusions=exclusions,
         relative_floor=RELATIVE_FLOOR,
         text=plain or query,
+        unsegmented=unsegmented(plain or query, chosen.language),
     )

@@ -529,7 +529,7 @@ def test_queries_that_match_nothing_find_nothing(corpus, query):
     assert Article.objects.semantic_search(query, languages="all").count() == 0
 
 
-@pytest.mark.parametrize("language", ["de", "en", "es", "ru"])
+@pytest.mark.parametrize("language", ["de", "en", "es", "ru", "zh"])
 def test_the_floor_keeps_a_question_s_paragraph_and_its_translations(corpus, language):
     question = questions(language)[0]
     key = paragraph_key(question["external_id"])
@@ -538,6 +538,14 @@ def test_the_floor_keeps_a_question_s_paragraph_and_its_translations(corpus, lan
     found = {a.external_id for a in results}
     assert sum(f"{key}-{x}" in found for x in LANGUAGES) >= 5, sorted(found)
     assert len(results) < len(corpus) / 4  # not the whole table
+
+
+def test_queries_in_unsegmented_scripts_count_as_known_words():
+    from semantic_search.languages import unsegmented
+
+    assert unsegmented("萨克森花园用波兰语怎么说？") and unsegmented("東京の天気", None)
+    assert unsegmented("x", "th") and not unsegmented("Wie heißt der Garten?", "de")
+    assert not unsegmented("Как называется сад?")
 
 
 def test_the_floor_is_a_setting_and_an_argument(corpus, settings):
