@@ -129,11 +129,11 @@ def dominant_script(text: str) -> tuple[str | None, float]:
 
 
 def unsegmented(text: str, language: str | None = None) -> bool:
-    """Is the text in a language or script Postgres does not split into words?"""
+    """Does the text hold words Postgres cannot split out (a language or at least two
+    characters of a script written without spaces: "NASUWT是什么？" counts)?"""
     if language in UNSEGMENTED_LANGUAGES:
         return True
-    script, share = dominant_script(text)
-    return script in UNSEGMENTED_SCRIPTS and share >= 0.5
+    return sum(_script_of(char) in UNSEGMENTED_SCRIPTS for char in text) >= 2
 
 
 @dataclass(frozen=True)

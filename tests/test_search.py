@@ -544,6 +544,7 @@ def test_queries_in_unsegmented_scripts_count_as_known_words():
     from semantic_search.languages import unsegmented
 
     assert unsegmented("萨克森花园用波兰语怎么说？") and unsegmented("東京の天気", None)
+    assert unsegmented("NASUWT是什么？")  # mixed scripts: the Han words cannot be looked up
     assert unsegmented("x", "th") and not unsegmented("Wie heißt der Garten?", "de")
     assert not unsegmented("Как называется сад?")
 
