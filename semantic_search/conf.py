@@ -65,6 +65,8 @@ DEFAULTS: dict[str, Any] = {
     # nonsense queries get (see floor.py); seconds a process keeps a model's calibration.
     "FLOOR": True,
     "FLOOR_TTL": 600,
+    # Share of the query's contrast (best - background similarity) a vector hit must reach.
+    "FLOOR_RELATIVE": 0.1,
     "QUERY_CACHE_SIZE": 1024,
 }
 

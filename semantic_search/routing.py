@@ -232,7 +232,7 @@ def make_plan(
 ) -> SearchPlan:
     """The search plan of a routed query (embeds the query with each routed embedder; with
     the relevance floor on, each vector arm carries its calibrated gate, see floor.py)."""
-    from .floor import RELATIVE_FLOOR, vector_gate
+    from .floor import vector_gate
 
     plain, phrases, exclusions = split_operators(query)
     settings = plan_settings(candidates, fusion)
@@ -263,7 +263,7 @@ def make_plan(
         **settings,
         language=chosen.restrict_language,
         exclusions=exclusions,
-        relative_floor=RELATIVE_FLOOR,
+        relative_floor=float(conf.get("FLOOR_RELATIVE")),
         text=plain or query,
         unsegmented=unsegmented(plain or query, chosen.language),
     )
