@@ -62,9 +62,8 @@ DEFAULTS: dict[str, Any] = {
     "LEXICAL_TERM_DEPTH": 300,
     "LANGUAGE_CONFIDENCE": 0.8,
     # Drop candidates that are no match: neither a keyword match nor closer by meaning than
-    # nonsense queries get (see floor.py); seconds a process keeps a model's calibration.
+    # nonsense queries get (see floor.py).
     "FLOOR": True,
-    "FLOOR_TTL": 600,
     # Share of the query's contrast (best - background similarity) a vector hit must reach.
     "FLOOR_RELATIVE": 0.1,
     "QUERY_CACHE_SIZE": 1024,

@@ -29,23 +29,31 @@ follows the corpus (a 16-book catalogue and 5,000 abstracts get different gates)
 threshold per embedding model. Measured on SciFact and XQuAD (README, Measurements; the gate
 came from bench/floor_study.py, the relative share of 0.1 from bench_floor.py: 0.3 cut pooled
 cross-language Recall@10 by 0.06-0.13, because E5 ranks other languages' translations low within
-a query's contrast; 0.1 cut nothing of it). Gates are cached per process for
-``FLOOR_TTL`` seconds; ``semantic_search(..., floor=False)`` or ``"FLOOR": False`` turns the
-floor off.
+a query's contrast; 0.1 cut nothing of it).
+
+A calibration (128 HNSW scans: ~0.7 s on SciFact's 5,000 abstracts) is stored in
+:class:`~semantic_search.models.FloorCalibration` and shared by all processes. After each batch
+the indexer recalibrates when the vectors written since, or the change in their number, exceed a
+fifth of those the calibration saw (or there is none yet), so a search measures it only when
+the stored one is missing or stale. Deletions alone are noticed at the next batch.
+
+``semantic_search(..., floor=False)`` or ``"FLOOR": False`` turns the floor off.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import string
 import threading
 import time
 
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 
 from . import conf
 from .embedders import get_embedder
 from .indexes import vector_expression
+from .models import FloorCalibration
 from .sql import SQL, compose, join
 
 PROBE_COUNT = 128
@@ -84,6 +92,13 @@ _lock = threading.Lock()
 _probe_vectors: dict[tuple[str, str], list[str]] = {}
 _gates: dict[tuple, tuple[float, float | None]] = {}
 
+# Seconds a process keeps a stored gate before reading it again (a worker may recalibrate).
+GATE_CACHE_SECONDS = 60
+# A calibration is stale once the vectors written since exceed this share of those it saw.
+RECALIBRATE_SHARE = 0.2
+
+logger = logging.getLogger(__name__)
+
 
 def _probe_literals(embedder_name: str) -> list[str]:
     """The probes' query vectors as pgvector literals, per embedder version."""
@@ -101,7 +116,7 @@ def _probe_literals(embedder_name: str) -> list[str]:
 
 def _calibration_sql(content_type_id: int, embedder_name: str, depth: int) -> SQL:
     """The largest contrast (nearest similarity - median similarity of the ``depth`` nearest
-    chunks) of the probes."""
+    chunks) of the probes, and how many vectors the model has in this embedder."""
     embedder = get_embedder(embedder_name)
     dimension = SQL(str(int(embedder.dimension)))
     expression = SQL(vector_expression(int(embedder.dimension)))
@@ -109,48 +124,123 @@ def _calibration_sql(content_type_id: int, embedder_name: str, depth: int) -> SQ
         compose("({vector}::vector({dimension}))", vector=literal, dimension=dimension)
         for literal in _probe_literals(embedder_name)
     ))
+    own = compose(
+        "c.embedder = {name} AND c.embedder_version = {version}"
+        " AND c.content_type_id = {content_type}",
+        name=embedder_name, version=embedder.version, content_type=content_type_id,
+    )
     return compose(
-        "SELECT max(contrast) FROM (VALUES {probes}) AS p(v) CROSS JOIN LATERAL ("
+        "SELECT (SELECT max(contrast) FROM (VALUES {probes}) AS p(v) CROSS JOIN LATERAL ("
         " SELECT max(s) - percentile_cont(0.5) WITHIN GROUP (ORDER BY s) AS contrast FROM ("
         "  SELECT 1 - ({expression} <=> p.v) AS s FROM semantic_search_chunkembedding c"
-        "  WHERE c.embedder = {name} AND c.embedder_version = {version}"
-        "  AND c.content_type_id = {content_type}"
-        "  ORDER BY {expression} <=> p.v LIMIT {depth}) nearest) probe",
-        probes=probes, expression=expression, name=embedder_name, version=embedder.version,
-        content_type=content_type_id, depth=depth,
+        "  WHERE {own} ORDER BY {expression} <=> p.v LIMIT {depth}) nearest) probe),"
+        " (SELECT count(*) FROM semantic_search_chunkembedding c WHERE {own})",
+        probes=probes, expression=expression, own=own, depth=depth,
     )
 
 
-def vector_gate(
-    content_type_id: int, embedder_name: str, candidates: int, using: str
-) -> float | None:
-    """The contrast a query must reach in this embedder's vectors of this model for its vector
-    hits to count as matches (None: nothing indexed yet)."""
+_STORE = """
+INSERT INTO semantic_search_floorcalibration
+    (content_type_id, embedder, embedder_version, depth, gate, vectors, changed, computed_at)
+VALUES (%s, %s, %s, %s, %s, %s, 0, now())
+ON CONFLICT (content_type_id, embedder, embedder_version, depth) DO UPDATE
+SET gate = EXCLUDED.gate, vectors = EXCLUDED.vectors, changed = 0, computed_at = now()
+"""
+
+
+def calibrate(content_type_id: int, embedder_name: str, depth: int, using: str) -> float | None:
+    """Measure the gate of this embedder's vectors of this model at ``depth`` and store it
+    (a read-only database, e.g. a replica, keeps it in this process only)."""
     embedder = get_embedder(embedder_name)
-    depth = reference_depth(candidates)
-    key = (using, content_type_id, embedder_name, embedder.version, depth)
-    now = time.monotonic()
-    with _lock:
-        cached = _gates.get(key)
-    if cached is not None and now - cached[0] < float(conf.get("FLOOR_TTL")):
-        return cached[1]
     query = _calibration_sql(content_type_id, embedder_name, depth)
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         # The same scan settings as a search's vector arm (see query.py).
         cursor.execute("SELECT set_config('hnsw.ef_search', %s, true),"
                        " set_config('hnsw.iterative_scan', 'relaxed_order', true),"
                        " set_config('hnsw.max_scan_tuples', %s, true)",
-                       [str(max(int(conf.get("EF_SEARCH")), int(candidates))),
+                       [str(max(int(conf.get("EF_SEARCH")), depth // 2)),
                         str(int(conf.get("MAX_SCAN_TUPLES")))])
         cursor.execute(query.sql, query.params)
-        row = cursor.fetchone()
-    gate = None if row is None or row[0] is None else float(row[0])
+        gate, vectors = cursor.fetchone()
+    gate = None if gate is None else float(gate)
+    try:
+        with transaction.atomic(using=using), connections[using].cursor() as cursor:
+            cursor.execute(_STORE, [content_type_id, embedder_name, embedder.version, depth,
+                                    gate, vectors])
+    except DatabaseError as error:
+        logger.debug("Relevance floor calibration not stored (%s)", error)
     with _lock:
-        _gates[key] = (now, gate)
+        _gates[(using, content_type_id, embedder_name, embedder.version, depth)] = (
+            time.monotonic(), gate)
     return gate
 
 
-def clear() -> None:
-    """Forget the calibrations (tests, or after a bulk load)."""
+def _is_stale(vectors: int, changed: int) -> bool:
+    return changed > RECALIBRATE_SHARE * max(vectors, 1)
+
+
+def vector_gate(
+    content_type_id: int, embedder_name: str, candidates: int, using: str
+) -> float | None:
+    """The contrast a query must reach in this embedder's vectors of this model for its vector
+    hits to count as matches (None: nothing indexed yet). Read from the stored calibration;
+    measured here only when there is none or it is stale."""
+    embedder = get_embedder(embedder_name)
+    depth = reference_depth(candidates)
+    key = (using, content_type_id, embedder_name, embedder.version, depth)
+    with _lock:
+        cached = _gates.get(key)
+    if cached is not None and time.monotonic() - cached[0] < GATE_CACHE_SECONDS:
+        return cached[1]
+    row = FloorCalibration.objects.using(using).filter(
+        content_type_id=content_type_id, embedder=embedder_name,
+        embedder_version=embedder.version, depth=depth,
+    ).values_list("gate", "vectors", "changed").first()
+    if row is None or _is_stale(row[1], row[2]):
+        return calibrate(content_type_id, embedder_name, depth, using)
+    with _lock:
+        _gates[key] = (time.monotonic(), row[0])
+    return row[0]
+
+
+_COUNT_CHANGES = """
+UPDATE semantic_search_floorcalibration SET changed = changed + %s
+WHERE content_type_id = %s AND embedder = %s AND embedder_version = %s
+RETURNING depth, vectors, changed
+"""
+
+_COUNT_VECTORS = """
+SELECT count(*) FROM semantic_search_chunkembedding
+WHERE content_type_id = %s AND embedder = %s AND embedder_version = %s
+"""
+
+
+def vectors_written(counts: dict[tuple[int, str], int], using: str) -> None:
+    """The indexer wrote ``counts[(content_type_id, embedder)]`` vectors (called after its own
+    transaction): count them, and recalibrate what is stale (vectors written since, or a
+    change in their number, e.g. deletions, above a fifth of those calibrated) or was never
+    calibrated, so that searches rarely pay for it."""
+    if not conf.get("FLOOR"):
+        return
+    default_depth = reference_depth(int(conf.get("CANDIDATES")))
+    for (content_type_id, embedder_name), count in sorted(counts.items()):
+        keys = [content_type_id, embedder_name, get_embedder(embedder_name).version]
+        with transaction.atomic(using=using), connections[using].cursor() as cursor:
+            cursor.execute(_COUNT_CHANGES, [count, *keys])
+            rows = cursor.fetchall()
+            cursor.execute(_COUNT_VECTORS, keys)
+            (current,) = cursor.fetchone()
+        depths = {
+            depth for depth, vectors, changed in rows
+            if _is_stale(vectors, max(changed, abs(current - vectors)))
+        }
+        if default_depth not in {row[0] for row in rows}:
+            depths.add(default_depth)
+        for depth in sorted(depths):
+            calibrate(content_type_id, embedder_name, depth, using)
+
+
+def forget_cached_gates() -> None:
+    """Drop this process's cached gates (the stored calibrations stay)."""
     with _lock:
         _gates.clear()

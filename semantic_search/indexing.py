@@ -11,7 +11,7 @@ never leave an older text's vectors behind.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +19,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import connections, transaction
 from django.utils import timezone
 
-from . import conf, lexical
+from . import conf, floor, lexical
 from .chunking import Chunk, chunk_text, text_hash
 from .embedders import get_embedder
 from .languages import search_config
@@ -220,6 +220,11 @@ def _write(
             )
         lexical.write_postings(cursor, fresh_ids)
         _replace_chunks(fresh, vectors, using, owners)
+    written: Counter[tuple[int, str]] = Counter()
+    for plan in fresh:
+        for name, chunks in plan.chunks.items():
+            written[(owners[plan.entry_id][0], name)] += len(chunks)
+    floor.vectors_written(written, using)
     return len(fresh), len(plans) - len(fresh)
 
 

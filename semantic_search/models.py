@@ -168,3 +168,32 @@ class DocumentFrequency(models.Model):
 
     def __str__(self) -> str:
         return f"{self.lexeme}: {self.documents} documents"
+
+
+class FloorCalibration(models.Model):
+    """A vector arm's relevance-floor gate for one model's vectors (see floor.py).
+
+    Computed by the first search that needs it and stored, so processes share it; the indexer
+    counts the vectors it writes in ``changed`` after its own transaction, and a search
+    recalibrates once they exceed a share of ``vectors``.
+    """
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    embedder = models.CharField(max_length=64)
+    embedder_version = models.CharField(max_length=255)
+    depth = models.PositiveIntegerField()
+    gate = models.FloatField(null=True)
+    vectors = models.BigIntegerField(default=0)
+    changed = models.BigIntegerField(default=0)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["content_type", "embedder", "embedder_version", "depth"],
+                name="semantic_search_floor_calibration_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.embedder}@{self.depth}: {self.gate}"

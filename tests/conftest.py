@@ -26,6 +26,14 @@ def _test_database_url() -> str:
     return f"postgresql://{user}{password}@{quote(str(host), safe='')}:{port}/{name}"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_floor_gates():
+    """Each test reads the relevance floor's calibration from its own database state."""
+    from semantic_search import floor
+
+    floor.forget_cached_gates()
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker):
     """A real ``celery worker`` process on the real broker, using the test database."""

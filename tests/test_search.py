@@ -10,12 +10,13 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.paginator import Paginator
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
 import semantic_search
 from example_project.demo.models import Article, Topic
 from semantic_search import NotRegistered, changes, indexing, lexical
-from semantic_search.models import SearchEntry
+from semantic_search.models import ChunkEmbedding, SearchEntry
 
 DATA = Path(__file__).resolve().parent.parent / "example_project" / "demo" / "data"
 pytestmark = pytest.mark.django_db
@@ -560,6 +561,45 @@ def test_the_floor_is_a_setting_and_an_argument(corpus, settings):
     assert floor.nonsense_probes() == floor.nonsense_probes()  # deterministic calibration
     assert len(set(floor.nonsense_probes())) == floor.PROBE_COUNT
     assert Article.objects.semantic_search(question, floor=True).count() > 0
+
+
+def _calibrations_run(query: str) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        list(Article.objects.semantic_search(query)[:10])
+    return sum("max(contrast)" in q["sql"] for q in queries.captured_queries)
+
+
+def test_the_indexer_stores_the_floor_calibration_and_searches_read_it(corpus):
+    from semantic_search import floor
+    from semantic_search.models import FloorCalibration
+
+    rows = FloorCalibration.objects.filter(depth=floor.reference_depth(100))
+    assert sorted(rows.values_list("embedder", flat=True)) == ["english", "multilingual"]
+    assert all(row.gate is not None and row.vectors > 0 for row in rows)
+    question = questions("de")[0]["question"]
+    assert _calibrations_run(question) == 0
+    # Vectors written since the calibration (here: a fifth of them) make it stale.
+    rows.filter(embedder="multilingual").update(changed=F("vectors"))
+    floor.forget_cached_gates()
+    assert _calibrations_run(question) == 1
+    assert rows.get(embedder="multilingual").changed == 0
+    floor.forget_cached_gates()
+    assert _calibrations_run(question) == 0
+
+
+def test_the_indexer_recalibrates_after_deletions(corpus):
+    """A corpus emptied and refilled with few documents gets a calibration of its own."""
+    from semantic_search import floor
+    from semantic_search.models import FloorCalibration
+
+    row = FloorCalibration.objects.get(embedder="english", depth=floor.reference_depth(100))
+    floor.vectors_written({(row.content_type_id, "english"): 0}, "default")
+    assert FloorCalibration.objects.get(pk=row.pk).computed_at == row.computed_at  # fresh
+    ChunkEmbedding.objects.filter(embedder="english", entry__object_id__in=[
+        str(a.pk) for a in list(corpus.values())[: len(corpus) // 2]
+    ]).delete()
+    floor.vectors_written({(row.content_type_id, "english"): 0}, "default")
+    assert FloorCalibration.objects.get(pk=row.pk).vectors < row.vectors
 
 
 def test_the_admin_shows_no_results_for_nonsense(corpus, client):
