@@ -1,0 +1,217 @@
+"""Reliability: the index never breaks, blocks or fails the user's own writes.
+
+Interleavings of a user's transaction and an indexing worker on the real database, each run
+many times: the user's transaction must never die of a deadlock (the worker may lose and
+retry, or skip rows the user holds), and after the dust settles the index equals the data.
+The worker here is the indexer in a thread (``index_entries``, what the Celery task runs) with
+a fast stand-in embedder: what is under test is locking, not embedding.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from django.db import connection, connections, transaction
+
+from example_project.demo.models import Article
+from semantic_search import changes, embedders, indexing
+from semantic_search.models import ChunkEmbedding, IndexState, LexicalTerm, SearchEntry
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REPEATS = 8
+
+
+@pytest.fixture(autouse=True)
+def unconsumed_queue(settings):
+    """Tasks go to a queue no worker reads: the test's own thread is the worker."""
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "QUEUE": "semantic_search_reliability"}
+    yield
+    from example_project.celery import app
+
+    with app.connection_for_write() as broker:
+        broker.default_channel.queue_purge("semantic_search_reliability")
+
+
+@pytest.fixture(autouse=True)
+def fast_embedder(monkeypatch):
+    """Deterministic unit vectors from the text's hash: milliseconds per batch."""
+
+    def encode(self, texts):
+        rows = []
+        for text in texts:
+            rng = np.random.default_rng(abs(hash(text)) % 2**32)
+            vector = rng.standard_normal(int(self.dimension)).astype(np.float32)
+            rows.append(vector / np.linalg.norm(vector))
+        return np.stack(rows) if rows else np.zeros((0, int(self.dimension)), np.float32)
+
+    monkeypatch.setattr(embedders.SentenceTransformerEmbedder, "encode_passages", encode)
+
+
+def entry_ids(*articles: Article) -> list[int]:
+    keys = [str(a.pk) for a in articles]
+    return list(
+        SearchEntry.objects.filter(content_type__model="article", object_id__in=keys)
+        .order_by("id").values_list("id", flat=True)
+    )
+
+
+def waiting_on_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database()"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+@dataclass
+class Outcome:
+    user_error: BaseException | None = None
+    worker_error: BaseException | None = None
+
+
+def interleave(
+    first_step: Callable[[], None], second_step: Callable[[], None], worker_ids: list[int]
+) -> Outcome:
+    """The user's transaction takes its first step; the worker indexes ``worker_ids`` until it
+    finishes or waits on a lock; then the user takes the second step and commits."""
+    outcome = Outcome()
+    first_done, worker_done = threading.Event(), threading.Event()
+
+    def user() -> None:
+        try:
+            with transaction.atomic():
+                first_step()
+                first_done.set()
+                deadline = time.monotonic() + 10
+                while not worker_done.is_set() and time.monotonic() < deadline:
+                    if waiting_on_a_lock():
+                        break
+                    time.sleep(0.02)
+                second_step()
+        except BaseException as error:  # noqa: BLE001 - reported by the caller
+            outcome.user_error = error
+        finally:
+            first_done.set()
+            connections.close_all()
+
+    def worker() -> None:
+        try:
+            first_done.wait(10)
+            indexing.index_entries(worker_ids)
+        except BaseException as error:  # noqa: BLE001 - reported by the caller
+            outcome.worker_error = error
+        finally:
+            worker_done.set()
+            connections.close_all()
+
+    threads = [threading.Thread(target=user), threading.Thread(target=worker)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return outcome
+
+
+def settle() -> None:
+    """What the workers and the sweep do eventually: index every pending entry."""
+    pending = SearchEntry.objects.filter(state=IndexState.PENDING)
+    indexing.index_entries(list(pending.values_list("id", flat=True)))
+
+
+def assert_index_equals_data() -> None:
+    articles = {str(pk): (title, body) for pk, title, body in
+                Article.objects.values_list("pk", "title", "body")}
+    entries = SearchEntry.objects.filter(content_type__model="article")
+    assert sorted(entries.values_list("object_id", flat=True)) == sorted(articles)
+    assert not entries.exclude(state=IndexState.INDEXED).exists()
+    chunked = set(ChunkEmbedding.objects.values_list("object_id", flat=True))
+    assert chunked == set(articles)
+    assert not ChunkEmbedding.objects.exclude(entry__in=entries).exists()
+    assert not LexicalTerm.objects.exclude(entry__in=entries).exists()
+    for object_id, (title, _) in articles.items():
+        word = title.split()[0].lower()
+        entry = entries.get(object_id=object_id)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT search_vector::text FROM semantic_search_searchentry"
+                           " WHERE id = %s", [entry.id])
+            assert word in cursor.fetchone()[0], (title, object_id)
+
+
+def two_indexed_articles(round_: int) -> tuple[Article, Article]:
+    low = Article.objects.create(title=f"alpha{round_} first", body="one", language="en")
+    high = Article.objects.create(title=f"beta{round_} second", body="two", language="en")
+    indexing.index_entries(entry_ids(low, high))
+    return low, high
+
+
+def rename(article: Article, title: str) -> Callable[[], None]:
+    def step() -> None:
+        article.title = title
+        article.save()
+    return step
+
+
+def delete(article: Article) -> Callable[[], None]:
+    return lambda: Article.objects.filter(pk=article.pk).delete()
+
+
+def bulk_update(*articles: Article, title: str) -> Callable[[], None]:
+    def step() -> None:
+        pks = [a.pk for a in articles]
+        Article.objects.filter(pk__in=pks).update(title=title)
+        changes.index_objects(Article.objects.filter(pk__in=pks).order_by("-pk"))
+    return step
+
+
+INTERLEAVINGS = {
+    # name: (user's first step, user's second step), given (low, high, round)
+    "save descending": lambda low, high, r: (rename(high, f"gamma{r} x"),
+                                             rename(low, f"delta{r} y")),
+    "save ascending": lambda low, high, r: (rename(low, f"gamma{r} x"),
+                                            rename(high, f"delta{r} y")),
+    "delete descending": lambda low, high, r: (delete(high), delete(low)),
+    "delete ascending": lambda low, high, r: (delete(low), delete(high)),
+    "delete then save": lambda low, high, r: (delete(high), rename(low, f"delta{r} y")),
+    "save then delete": lambda low, high, r: (rename(high, f"gamma{r} x"), delete(low)),
+    "bulk update descending": lambda low, high, r: (
+        bulk_update(high, title=f"gamma{r} x"), bulk_update(low, high, title=f"delta{r} y")
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INTERLEAVINGS))
+def test_user_transactions_and_workers_never_deadlock(name):
+    """The worker indexes both rows while the user's transaction holds the second and then
+    wants the first: before, the worker took them in id order, waited for the user, and one of
+    the two died of "deadlock detected" (often the user's save)."""
+    for round_ in range(REPEATS):
+        low, high = two_indexed_articles(round_)
+        for article in (low, high):  # both pending again, as after a save
+            changes.record_saved(Article, [article.pk], enqueue=False)
+        first, second = INTERLEAVINGS[name](low, high, round_)
+        outcome = interleave(first, second, entry_ids(low, high))
+        assert outcome.user_error is None, f"round {round_}: {outcome.user_error!r}"
+        assert outcome.worker_error is None, f"round {round_}: {outcome.worker_error!r}"
+        settle()
+        assert_index_equals_data()
+
+
+def test_a_worker_waiting_on_the_statistics_never_blocks_a_deleting_user():
+    """A user's delete must not lock the BM25 statistics: a worker writing postings would wait
+    for the user's transaction, and the user's next save for the worker."""
+    for round_ in range(REPEATS):
+        low, high = two_indexed_articles(round_)
+        other = Article.objects.create(title=f"omega{round_} third", body="three", language="en")
+        changes.record_saved(Article, [low.pk], enqueue=False)
+        outcome = interleave(delete(high), rename(low, f"delta{round_} y"), entry_ids(low, other))
+        assert outcome.user_error is None, f"round {round_}: {outcome.user_error!r}"
+        assert outcome.worker_error is None, f"round {round_}: {outcome.worker_error!r}"
+        settle()
+        assert_index_equals_data()
