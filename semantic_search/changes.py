@@ -35,8 +35,11 @@ def record_saved(
     model: type[models.Model], pks: Iterable, using: str = "default", enqueue: bool = True
 ) -> list[int]:
     """Mark objects pending in the current transaction; enqueue them once it commits (unless
-    ``enqueue`` is false: the caller indexes or dispatches the returned entry ids itself)."""
-    keys = [str(pk) for pk in pks if pk is not None]
+    ``enqueue`` is false: the caller indexes or dispatches the returned entry ids itself).
+
+    This upsert is all a user's transaction does to the app's tables: it locks the objects'
+    entries (in key order, so that two bulk changes take them in one order) and nothing else."""
+    keys = sorted({str(pk) for pk in pks if pk is not None})
     if not keys:
         return []
     with connections[using].cursor() as cursor:
@@ -48,17 +51,11 @@ def record_saved(
 
 
 def record_deleted(model: type[models.Model], pks: Iterable, using: str = "default") -> None:
-    """Remove the objects' entries and vectors in the current transaction."""
-    from .indexing import delete_entries
-    from .models import SearchEntry
-
-    keys = [str(pk) for pk in pks if pk is not None]
-    if keys:
-        delete_entries(
-            SearchEntry.objects.using(using).filter(
-                content_type_id=_content_type_id(model, using), object_id__in=keys
-            )
-        )
+    """Mark deleted objects' entries pending, like a save: the indexer finds the objects gone and
+    removes their entries, vectors and postings (searches never return deleted objects: results
+    are the model's own rows). Taking them out here would lock the BM25 statistics, shared by
+    all of the model's rows, in the user's transaction."""
+    record_saved(model, pks, using=using)
 
 
 def index_objects(objects: models.QuerySet | Iterable[models.Model]) -> list[int]:
@@ -75,7 +72,8 @@ def index_objects(objects: models.QuerySet | Iterable[models.Model]) -> list[int
 
 
 def forget_objects(model: type[models.Model], pks: Iterable, using: str | None = None) -> None:
-    """Remove objects from the index, e.g. after a raw ``DELETE``."""
+    """Take objects out of the index, e.g. after a raw ``DELETE`` (the indexer removes their
+    entries once it finds the objects gone)."""
     record_deleted(model, pks, using=using or router.db_for_write(model))
 
 

@@ -6,6 +6,13 @@
 Idempotent: unchanged text (same hash, same embedder version) is not embedded again, and a
 result is written only if the entry has not changed since it was read, so two racing workers
 never leave an older text's vectors behind.
+
+Never waits for the user: users' transactions lock only their entries (changes.py), and the
+indexer locks entries with ``SKIP LOCKED``. An entry locked by someone else is being changed
+(its next revision brings a task of its own) or written by another worker; it is reported
+``busy`` and the task sends it again a little later (a rolled-back change leaves it pending).
+Statistics rows are then locked only by indexers, in one order, so no interleaving of users and
+workers can deadlock.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ class IndexReport:
     superseded: int = 0
     orphaned: int = 0
     chunks_embedded: int = 0
+    busy: list[int] = field(default_factory=list)  # entries another transaction held
 
     def add(self, other: IndexReport) -> None:
         for name in self.__dataclass_fields__:
@@ -87,7 +95,7 @@ def index_entries(entry_ids: list[int], using: str = "default", force: bool = Fa
     for content_type_id, group in by_type.items():
         model = ContentType.objects.db_manager(using).get_for_id(content_type_id).model_class()
         if model is None or not is_registered(model):
-            report.orphaned += _delete_entries([e["id"] for e in group], using)
+            report.add(_delete_entries(group, using))
             continue
         report.add(_index_group(get_registration(model), group, using, force))
     return report
@@ -100,8 +108,7 @@ def _index_group(
     model = registration.model
     objects = model._base_manager.using(using).in_bulk([e["object_id"] for e in entries])
     objects = {str(pk): obj for pk, obj in objects.items()}
-    missing = [e["id"] for e in entries if e["object_id"] not in objects]
-    report.orphaned += _delete_entries(missing, using)
+    report.add(_delete_entries([e for e in entries if e["object_id"] not in objects], using))
     existing = _existing_chunks([e["id"] for e in entries if e["object_id"] in objects], using)
 
     plans = []
@@ -116,9 +123,7 @@ def _index_group(
             plans.append(plan)
     vectors = _embed(plans)
     report.chunks_embedded += sum(len(v) for v in vectors.values())
-    written, superseded = _write(plans, vectors, using)
-    report.indexed += written
-    report.superseded += superseded
+    report.add(_write(plans, vectors, using))
     return report
 
 
@@ -181,8 +186,20 @@ def _embed(plans: list[PlannedEntry]) -> dict[str, dict[str, np.ndarray]]:
 
 _LOCK_REVISIONS = (
     "SELECT id, revision, content_type_id, object_id FROM semantic_search_searchentry "
-    "WHERE id = ANY(%s) ORDER BY id FOR UPDATE"  # in key order: overlapping batches queue
+    "WHERE id = ANY(%s) ORDER BY id FOR UPDATE SKIP LOCKED"
 )
+
+
+def _lock_entries(cursor, entry_ids: list[int]) -> tuple[dict[int, tuple], list[int]]:
+    """Lock the entries nobody else holds: ({id: (revision, content type, object id)}, the ids
+    that exist but are held by another transaction)."""
+    cursor.execute(_LOCK_REVISIONS, [entry_ids])
+    locked = {row[0]: row[1:] for row in cursor.fetchall()}
+    unlocked = [entry_id for entry_id in entry_ids if entry_id not in locked]
+    if not unlocked:
+        return locked, []
+    cursor.execute("SELECT id FROM semantic_search_searchentry WHERE id = ANY(%s)", [unlocked])
+    return locked, sorted(row[0] for row in cursor.fetchall())
 
 
 def _tsvector_sql(document: Document, config: str) -> tuple[str, list]:
@@ -195,17 +212,16 @@ def _tsvector_sql(document: Document, config: str) -> tuple[str, list]:
 
 def _write(
     plans: list[PlannedEntry], vectors: dict[str, dict[str, np.ndarray]], using: str
-) -> tuple[int, int]:
-    """Write results for entries whose revision is unchanged; return (written, superseded)."""
+) -> IndexReport:
+    """Write results for the entries whose revision is unchanged and that nobody else holds."""
+    report = IndexReport()
     if not plans:
-        return 0, 0
+        return report
     now = timezone.now()
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
-        cursor.execute(_LOCK_REVISIONS, [[p.entry_id for p in plans]])
-        locked = cursor.fetchall()
-        current = {row[0]: row[1] for row in locked}
-        owners = {row[0]: (row[2], row[3]) for row in locked}
-        fresh = [p for p in plans if current.get(p.entry_id) == p.revision]
+        locked, report.busy = _lock_entries(cursor, [p.entry_id for p in plans])
+        owners = {entry_id: (row[1], row[2]) for entry_id, row in locked.items()}
+        fresh = [p for p in plans if p.entry_id in locked and locked[p.entry_id][0] == p.revision]
         fresh_ids = [p.entry_id for p in fresh]
         lexical.forget(cursor, fresh_ids)
         for plan in fresh:
@@ -225,7 +241,9 @@ def _write(
         for name, chunks in plan.chunks.items():
             written[(owners[plan.entry_id][0], name)] += len(chunks)
     floor.vectors_written(written, using)
-    return len(fresh), len(plans) - len(fresh)
+    report.indexed = len(fresh)
+    report.superseded = len(plans) - len(fresh) - len(report.busy)
+    return report
 
 
 def _replace_chunks(
@@ -261,26 +279,30 @@ def _replace_chunks(
     ChunkEmbedding.objects.using(using).bulk_create(rows, batch_size=500)
 
 
-def _delete_entries(entry_ids: list[int], using: str) -> int:
-    if entry_ids:
-        delete_entries(SearchEntry.objects.using(using).filter(id__in=entry_ids))
-    return len(entry_ids)
-
-
-def delete_entries(entries) -> None:
-    """Delete entries with their vectors and postings, keeping the BM25 statistics right."""
-    using = entries.db
+def _delete_entries(entries: list[dict], using: str) -> IndexReport:
+    """Delete the entries of objects that are gone (or of models no longer registered), unless
+    they changed since they were read (the object came back) or another transaction holds them."""
+    report = IndexReport()
+    if not entries:
+        return report
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
-        ids = list(entries.values_list("id", flat=True))
-        if ids:
-            lexical.forget(cursor, ids)
-            SearchEntry.objects.using(using).filter(id__in=ids).delete()
+        locked, report.busy = _lock_entries(cursor, sorted(e["id"] for e in entries))
+        gone = [e["id"] for e in entries
+                if e["id"] in locked and locked[e["id"]][0] == e["revision"]]
+        report.superseded = len(locked) - len(gone)
+        if gone:
+            lexical.forget(cursor, gone)
+            SearchEntry.objects.using(using).filter(id__in=gone).delete()
+    report.orphaned = len(gone)
+    return report
 
 
 def mark_failed(entry_ids: list[int], error: str, using: str = "default") -> None:
     """Record a failure on the entries (they are retried by the sweep up to MAX_RETRIES)."""
     from django.db.models import F
 
-    SearchEntry.objects.using(using).filter(id__in=entry_ids).update(
-        state=IndexState.FAILED, attempts=F("attempts") + 1, last_error=error[:2000]
-    )
+    with transaction.atomic(using=using), connections[using].cursor() as cursor:
+        locked, _ = _lock_entries(cursor, sorted(entry_ids))  # a held entry is changing anyway
+        SearchEntry.objects.using(using).filter(id__in=list(locked)).update(
+            state=IndexState.FAILED, attempts=F("attempts") + 1, last_error=error[:2000]
+        )

@@ -12,6 +12,9 @@ from . import conf
 
 logger = logging.getLogger(__name__)
 
+# Seconds before entries another transaction held are tried again.
+BUSY_RETRY_SECONDS = 2
+
 
 @shared_task(name="semantic_search.ping", ignore_result=False)
 def ping() -> str:
@@ -48,6 +51,12 @@ def index_entries_task(
             logger.exception("semantic_search: giving up on entries %s", entry_ids)
             return {"failed": len(entry_ids)}
         raise
+    if report.busy and not self.request.is_eager:
+        # Held by a user's transaction or another worker: try them again shortly (eager
+        # tasks would retry in the same thread at once; the sweep picks those up).
+        options = {"queue": conf.get("QUEUE")} if conf.get("QUEUE") else {}
+        self.apply_async((report.busy, using), {"force": force} if force else {},
+                         countdown=BUSY_RETRY_SECONDS, **options)
     return vars(report)
 
 

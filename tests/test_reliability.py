@@ -215,3 +215,32 @@ def test_a_worker_waiting_on_the_statistics_never_blocks_a_deleting_user():
         assert outcome.worker_error is None, f"round {round_}: {outcome.worker_error!r}"
         settle()
         assert_index_equals_data()
+
+
+def test_entries_another_transaction_holds_are_reported_busy_not_waited_for():
+    article = Article.objects.create(title="Held", body="A row a user holds.", language="en")
+    (entry_id,) = entry_ids(article)
+    indexing.index_entries([entry_id])  # the models are loaded before the clock starts
+    article.body = "A changed row a user holds."
+    article.save()  # pending again, with new text
+    held, release = threading.Event(), threading.Event()
+
+    def user() -> None:
+        try:
+            with transaction.atomic():
+                changes.record_saved(Article, [article.pk], enqueue=False)
+                held.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=user)
+    thread.start()
+    held.wait(10)
+    started = time.monotonic()
+    report = indexing.index_entries([entry_id])
+    assert time.monotonic() - started < 5  # not the user's 30 s
+    assert (report.busy, report.indexed) == ([entry_id], 0)
+    release.set()
+    thread.join(30)
+    assert indexing.index_entries([entry_id]).indexed == 1

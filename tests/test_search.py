@@ -252,7 +252,10 @@ def test_bm25_statistics_follow_updates_and_deletes(corpus):
     indexing.index_entries([SearchEntry.objects.get(object_id=str(extra.pk)).id])
     assert _document_frequency(invented) == {"zorblax": 1, "flumph": 1}
     assert _document_frequency_errors() == 0
-    extra.delete()
+    entry_id = SearchEntry.objects.get(object_id=str(extra.pk)).id
+    extra.delete()  # the entry is pending: the user's transaction leaves the statistics alone
+    assert stats()[0] == documents + 1
+    assert indexing.index_entries([entry_id]).orphaned == 1  # the worker finds the object gone
     assert stats()[0] == documents
     assert _document_frequency(invented) == {}
     assert _document_frequency_errors() == 0

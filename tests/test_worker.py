@@ -44,8 +44,12 @@ def test_save_update_delete_reach_the_index_through_the_worker(celery_worker_pro
     assert "river" in SearchEntry.objects.filter(pk=entry.pk).values_list(
         "search_vector", flat=True
     )[0]
-    article.delete()
-    assert not SearchEntry.objects.filter(pk=entry.pk).exists()
+    article.delete()  # the worker finds the object gone and removes its entry and vectors
+    deadline = time.monotonic() + 120
+    while SearchEntry.objects.filter(pk=entry.pk).exists():
+        assert time.monotonic() < deadline, "delete did not reach the index"
+        time.sleep(0.2)
+    assert not ChunkEmbedding.objects.filter(entry_id=entry.pk).exists()
 
 
 def test_many_saves_in_one_transaction_become_batched_tasks(celery_worker_process):

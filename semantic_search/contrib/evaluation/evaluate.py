@@ -29,7 +29,7 @@ from django.db.models.functions import Cast
 from tqdm import tqdm
 
 from semantic_search import conf, lexical
-from semantic_search.changes import dispatch, forget_objects, record_saved
+from semantic_search.changes import dispatch, record_saved
 from semantic_search.embedders import get_embedder
 from semantic_search.indexes import ensure_vector_indexes
 from semantic_search.indexing import IndexReport, index_entries
@@ -289,11 +289,14 @@ def prepare_corpus(
 
 
 def delete_corpus(key: str, using: str = "default") -> int:
-    """Delete a corpus's documents; their index entries go with them (``forget_objects``)."""
+    """Delete a corpus's documents and, here and now, their index entries."""
     documents = EvaluationDocument.objects.using(using).filter(corpus=key)
     with transaction.atomic(using=using):
-        forget_objects(EvaluationDocument, list(documents.values_list("pk", flat=True)), using)
+        pks = list(documents.values_list("pk", flat=True))
+        entry_ids = record_saved(EvaluationDocument, pks, using=using, enqueue=False)
         deleted, _ = documents.delete()
+    for start in range(0, len(entry_ids), 2000):
+        index_entries(entry_ids[start : start + 2000], using=using)  # finds them gone
     return deleted
 
 
