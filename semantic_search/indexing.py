@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from django.contrib.contenttypes.models import ContentType
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from . import conf, floor, lexical
@@ -240,7 +240,10 @@ def _write(
     for plan in fresh:
         for name, chunks in plan.chunks.items():
             written[(owners[plan.entry_id][0], name)] += len(chunks)
-    floor.vectors_written(written, using)
+    try:
+        floor.vectors_written(written, using)
+    except DatabaseError:  # the calibration is an optimisation: searches measure it if missing
+        logger.warning("semantic_search: relevance floor calibration failed", exc_info=True)
     report.indexed = len(fresh)
     report.superseded = len(plans) - len(fresh) - len(report.busy)
     return report
