@@ -265,14 +265,26 @@ def _vector_cte(
         query=query, vector="[" + ",".join(repr(float(x)) for x in arm.vector) + "]",
         dimension=SQL(str(int(arm.dimension))),
     )]
-    if shared:
-        ctes.append(compose("scan_{index} AS MATERIALIZED ({scan})", index=SQL(str(index)),
-                            scan=scan))
-        scan = SQL(f"SELECT * FROM scan_{index}")
+    scan_name = SQL(f"scan_{index}" if shared else f"hits_{index}")
+    ctes.append(compose("{name} AS MATERIALIZED ({scan})", name=scan_name, scan=scan))
+    # Long documents can fill the scan with their own chunks: when it holds fewer distinct
+    # entries than candidates, the next chunks of entries not seen yet fill it up.
+    more = compose(
+        "SELECT c.entry_id, {distance} AS distance FROM semantic_search_chunkembedding c"
+        " WHERE (SELECT count(DISTINCT entry_id) < {candidates} AND count(*) = {chunks}"
+        "  FROM {name})"
+        " AND {base}{where}{filtered}"
+        " AND c.entry_id <> ALL(ARRAY(SELECT DISTINCT entry_id FROM {name}))"
+        " ORDER BY distance LIMIT {chunks}",
+        distance=distance, candidates=plan.candidates, chunks=plan.candidates * 2,
+        name=scan_name, base=base, where=where,
+        filtered=_passes_filter(object_filter, "c.object_id"),
+    )
     nearest = compose(
-        "SELECT n.entry_id, min(n.distance) AS distance FROM ({scan}) n"
+        "SELECT n.entry_id, min(n.distance) AS distance"
+        " FROM (SELECT * FROM {name} UNION ALL ({more})) n"
         " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT {candidates}",
-        scan=scan, candidates=plan.candidates,
+        name=scan_name, more=more, candidates=plan.candidates,
     )
     body = nearest
     if object_filter is not None:

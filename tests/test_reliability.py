@@ -244,3 +244,40 @@ def test_entries_another_transaction_holds_are_reported_busy_not_waited_for():
     release.set()
     thread.join(30)
     assert indexing.index_entries([entry_id]).indexed == 1
+
+
+def test_one_long_document_does_not_crowd_out_the_others(monkeypatch):
+    """A document of a thousand chunks, all nearer the query than anything else, must not fill
+    the vector arm's candidates alone: candidates are distinct objects, and a page fills."""
+    from semantic_search.chunking import chunk_capacity
+
+    rng = np.random.default_rng(3)
+    direction = rng.standard_normal(384).astype(np.float32)
+    direction /= np.linalg.norm(direction)
+
+    def near(scale: float, count: int) -> np.ndarray:
+        rows = direction + scale * rng.standard_normal((count, 384)).astype(np.float32) / 20
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    def encode_passages(self, texts):
+        return np.stack([near(0.2 if "crowding" in t else 1.0, 1)[0] for t in texts])
+
+    def encode_queries(self, texts):
+        return np.stack([direction for _ in texts])
+
+    monkeypatch.setattr(embedders.SentenceTransformerEmbedder, "encode_passages", encode_passages)
+    monkeypatch.setattr(embedders.SentenceTransformerEmbedder, "encode_queries", encode_queries)
+    normal = [Article(title=f"Normal {i}", body=f"an ordinary text number {i}", language="en")
+              for i in range(30)]
+    Article.objects.bulk_create(normal)
+    capacity = chunk_capacity(embedders.get_embedder("english"))
+    words = " ".join(["crowding"] * (capacity // 2))
+    long = Article.objects.create(title="Manual", body="\n\n".join([words] * 1000), language="en")
+    indexing.index_entries(changes.index_objects(Article.objects.all()))
+    chunks = ChunkEmbedding.objects.filter(entry__object_id=str(long.pk), embedder="english")
+    assert chunks.count() > 400
+    for mode in ("vector", "hybrid"):
+        page = list(Article.objects.semantic_search("uniquely crowded query", mode=mode,
+                                                    floor=False)[:10])
+        assert len(page) == 10, (mode, [a.title for a in page])
+        assert page[0].pk == long.pk
