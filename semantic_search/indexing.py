@@ -26,13 +26,14 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
-from . import conf, floor, lexical
+from . import conf, floor, lexical, registry
 from .chunking import Chunk, chunk_text, text_hash
 from .embedders import get_embedder
 from .languages import search_config
 from .memory import release_free_memory
 from .models import ChunkEmbedding, IndexState, SearchEntry
 from .registry import MAX_LEXICAL_CHARS, Document, Registration, get_registration, is_registered
+from .sql import SQL, compose, join
 
 logger = logging.getLogger(__name__)
 
@@ -202,12 +203,51 @@ def _lock_entries(cursor, entry_ids: list[int]) -> tuple[dict[int, tuple], list[
     return locked, sorted(row[0] for row in cursor.fetchall())
 
 
-def _tsvector_sql(document: Document, config: str) -> tuple[str, list]:
-    pieces, params = [], []
+def _tsvector_sql(document: Document, config: str, whole: bool = True) -> SQL:
+    """Each field's first MAX_LEXICAL_CHARS with positions and weights, and (``whole``) its
+    words up to MAX_LEXICAL_TEXT without them (see registry.py)."""
+    pieces = []
     for part in document.parts:
-        pieces.append("setweight(to_tsvector(%s::regconfig, %s), %s)")
-        params += [config, part.text[:MAX_LEXICAL_CHARS], part.weight]
-    return (" || ".join(pieces) or "''::tsvector"), params
+        pieces.append(compose("setweight(to_tsvector({config}::regconfig, {text}), {weight})",
+                              config=config, text=part.text[:MAX_LEXICAL_CHARS],
+                              weight=part.weight))
+        rest = part.text[MAX_LEXICAL_CHARS : registry.MAX_LEXICAL_TEXT] if whole else ""
+        if rest:
+            pieces.append(compose("strip(to_tsvector({config}::regconfig, {text}))",
+                                  config=config, text=rest))
+    return join(" || ", pieces) if pieces else SQL("''::tsvector")
+
+
+_UPDATE_ENTRY = (
+    "UPDATE semantic_search_searchentry SET search_vector = {tsvector}, language = {language},"
+    " search_config = {config}, text_hash = {hash}, state = {state}, attempts = 0,"
+    " last_error = '', indexed_at = {now}, lexical_truncated = {truncated} WHERE id = {entry}"
+)
+
+
+def _update_entry(cursor, plan: PlannedEntry, now, using: str) -> None:
+    """Write the entry's full text vector and state; when the words of a huge text overflow
+    Postgres's tsvector limit, only the positioned part (counted as truncated)."""
+    config = search_config(plan.document.language)
+    longest = max((len(part.text) for part in plan.document.parts), default=0)
+    for whole in (True, False):
+        update = compose(
+            _UPDATE_ENTRY, tsvector=_tsvector_sql(plan.document, config, whole),
+            language=plan.document.language or "", config=config, hash=plan.document_hash,
+            state=IndexState.INDEXED.value, now=now, entry=plan.entry_id,
+            truncated=longest > (registry.MAX_LEXICAL_TEXT if whole else MAX_LEXICAL_CHARS),
+        )
+        if longest <= MAX_LEXICAL_CHARS or not whole:
+            cursor.execute(update.sql, update.params)
+            return
+        try:
+            with transaction.atomic(using=using):
+                cursor.execute(update.sql, update.params)
+            return
+        except DatabaseError:
+            logger.warning("semantic_search: the words of entry %s exceed a tsvector; only its "
+                           "first %s characters per field are searchable by keyword",
+                           plan.entry_id, MAX_LEXICAL_CHARS)
 
 
 def _write(
@@ -225,15 +265,7 @@ def _write(
         fresh_ids = [p.entry_id for p in fresh]
         lexical.forget(cursor, fresh_ids)
         for plan in fresh:
-            config = search_config(plan.document.language)
-            tsvector, params = _tsvector_sql(plan.document, config)
-            cursor.execute(
-                f"UPDATE semantic_search_searchentry SET search_vector = {tsvector}, "
-                "language = %s, search_config = %s, text_hash = %s, state = %s, attempts = 0, "
-                "last_error = '', indexed_at = %s WHERE id = %s",
-                [*params, plan.document.language or "", config, plan.document_hash,
-                 IndexState.INDEXED, now, plan.entry_id],
-            )
+            _update_entry(cursor, plan, now, using)
         lexical.write_postings(cursor, fresh_ids)
         _replace_chunks(fresh, vectors, using, owners)
     written: Counter[tuple[int, str]] = Counter()

@@ -129,6 +129,7 @@ class StatusRow:
     failed: int
     missing: int
     orphaned: int
+    lexical_truncated: int  # entries with text beyond the lexical limit (registry.py)
 
 
 def status(using: str = "default") -> list[StatusRow]:
@@ -143,6 +144,7 @@ def status(using: str = "default") -> list[StatusRow]:
         stale_count = stale(registration, using).count()
         missing = missing_pks(registration, using).count()
         orphan_count = orphaned(registration, using).count()
+        truncated = all_entries.filter(lexical_truncated=True).count()
         for spec in conf.embedder_specs():
             if registration.embedders is not None and spec.name not in registration.embedders:
                 continue
@@ -157,7 +159,7 @@ def status(using: str = "default") -> list[StatusRow]:
             rows.append(
                 StatusRow(
                     registration.label, spec.name, objects, indexed, stale_count, pending,
-                    failed, missing, orphan_count,
+                    failed, missing, orphan_count, truncated,
                 )
             )
     return rows

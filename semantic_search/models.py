@@ -35,6 +35,7 @@ class SearchEntry(models.Model):
     search_vector = SearchVectorField(null=True)
     text_hash = models.CharField(max_length=64, blank=True, default="")
     lexical_length = models.FloatField(db_default=0.0)  # weighted lexeme count, for BM25
+    lexical_truncated = models.BooleanField(db_default=False)  # text beyond the lexical limit
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
     changed_at = models.DateTimeField(auto_now_add=True)

@@ -26,8 +26,12 @@ from .languages import detect_language, normalize_code
 logger = logging.getLogger(__name__)
 
 WEIGHTS = ("A", "B", "C", "D")
-# Postgres limits a tsvector to 1 MB; longer field text is cut for the lexical index only.
+# Postgres limits a tsvector to 1 MB. The first MAX_LEXICAL_CHARS of a field keep their word
+# positions (phrases, BM25 frequencies), the rest up to MAX_LEXICAL_TEXT only its words (each
+# counted once); text beyond that is left out of the lexical index (not of the vectors) and the
+# entry counted as ``lexical_truncated`` by the status command.
 MAX_LEXICAL_CHARS = 200_000
+MAX_LEXICAL_TEXT = 4_000_000
 
 
 class NotRegistered(LookupError):

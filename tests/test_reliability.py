@@ -281,3 +281,45 @@ def test_one_long_document_does_not_crowd_out_the_others(monkeypatch):
                                                     floor=False)[:10])
         assert len(page) == 10, (mode, [a.title for a in page])
         assert page[0].pk == long.pk
+
+
+def test_a_two_megabyte_document_is_findable_by_a_word_near_its_end(capsys):
+    from django.core.management import call_command
+
+    filler = "Rivers carry water and sediment from the mountains down to the sea. " * 30_000
+    long = Article.objects.create(title="Atlas", body=filler + " zanzibarite", language="en")
+    assert len(long.body) > 2_000_000
+    indexing.index_entries(entry_ids(long))
+    found = Article.objects.semantic_search("zanzibarite", mode="lexical", floor=False)
+    assert [a.pk for a in found] == [long.pk]
+    call_command("semantic_search_status", "--json")
+    assert '"lexical_truncated": 0' in capsys.readouterr().out
+
+
+def test_text_beyond_the_lexical_limit_is_reported_by_the_status_command(monkeypatch, capsys):
+    from django.core.management import call_command
+
+    from semantic_search import registry
+
+    monkeypatch.setattr(registry, "MAX_LEXICAL_TEXT", 250_000)
+    long = Article.objects.create(title="Atlas", body="word " * 60_000 + " zanzibarite",
+                                  language="en")
+    indexing.index_entries(entry_ids(long))
+    assert not Article.objects.semantic_search("zanzibarite", mode="lexical", floor=False)
+    call_command("semantic_search_status", "--json")
+    assert '"lexical_truncated": 1' in capsys.readouterr().out
+
+
+def test_words_overflowing_a_tsvector_keep_the_positioned_part_and_are_reported(monkeypatch):
+    """130,000 distinct random words are more than a tsvector holds (1 MB of lexemes)."""
+    monkeypatch.setattr(indexing, "MAX_LEXICAL_CHARS", 20_000)  # fewer postings to write
+    rng = np.random.default_rng(5)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = ["".join(row) for row in rng.choice(letters, size=(130_000, 9))]
+    body = "zanzibarite " + " ".join(words)
+    article = Article.objects.create(title="Noise", body=body, language="en")
+    indexing.index_entries(entry_ids(article))
+    entry = SearchEntry.objects.get(pk=entry_ids(article)[0])
+    assert (entry.state, entry.lexical_truncated) == (IndexState.INDEXED, True)
+    found = Article.objects.semantic_search("zanzibarite", mode="lexical", floor=False)
+    assert [a.pk for a in found] == [article.pk]

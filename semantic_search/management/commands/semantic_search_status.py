@@ -1,4 +1,5 @@
-"""Per registered model and embedder: indexed, stale, pending, failed, missing, orphaned."""
+"""Per registered model and embedder: indexed, stale, pending, failed, missing, orphaned, and
+entries whose text went beyond the lexical limit (truncated)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class Command(BaseCommand):
             self.stdout.write(_json([asdict(row) for row in rows]))
             return
         headers = ["model", "embedder", "objects", "indexed", "stale", "pending", "failed",
-                   "missing", "orphaned"]
+                   "missing", "orphaned", "truncated"]
         table = [headers] + [[str(v) for v in asdict(row).values()] for row in rows]
         widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
         for line in table:
