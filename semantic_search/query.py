@@ -129,6 +129,15 @@ def _gated(approximate: SQL, exact: SQL) -> SQL:
     )
 
 
+def _matches(entry: str, websearch: str) -> SQL:
+    """The entry's text matches ``websearch`` syntax in its own configuration; a query of stop
+    words only ("-the", '"of the"') has no lexemes and is ignored, as Postgres ignores them."""
+    query = compose("websearch_to_tsquery({entry}.search_config::regconfig, {text})",
+                    entry=SQL(entry), text=websearch)
+    return compose("(numnode({query}) = 0 OR {entry}.search_vector @@ {query})",
+                   query=query, entry=SQL(entry))
+
+
 def _passes_filter(object_filter: ObjectFilter | None, object_id: str) -> SQL:
     if object_filter is None:
         return EMPTY
@@ -191,9 +200,8 @@ def _lexical_ctes(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQL:
     phrases = EMPTY
     if arm.phrases:
         phrases = compose(
-            " JOIN semantic_search_searchentry pe ON pe.id = p.entry_id"
-            " AND pe.search_vector @@ websearch_to_tsquery(pe.search_config::regconfig, {phrases})",
-            phrases=arm.phrases,
+            " JOIN semantic_search_searchentry pe ON pe.id = p.entry_id AND {matches}",
+            matches=_matches("pe", arm.phrases),
         )
     conditions = _posting_conditions(plan)
     top_impact = compose(
@@ -409,10 +417,7 @@ def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQ
                                 arm.weight, _vector_match(index, arm, plan)))
     required = EMPTY
     if plan.exclusions:
-        required = compose(
-            " AND e.search_vector @@ websearch_to_tsquery(e.search_config::regconfig, {words})",
-            words=plan.exclusions,
-        )
+        required = compose(" AND {matches}", matches=_matches("e", plan.exclusions))
     return compose(
         "WITH {ctes}, arms AS ({arms}),"
         " fused AS (SELECT entry_id, {fused} AS score,"

@@ -611,3 +611,12 @@ def test_the_admin_shows_no_results_for_nonsense(corpus, client):
     response = client.get("/admin/demo/article/", {"q": "qwxz blorft vrummel"})
     assert response.status_code == 200
     assert list(response.context["cl"].result_list) == []
+
+
+@pytest.mark.parametrize("operator", ["-the", '"the"', "-of -the", '"of the"'])
+def test_stopword_exclusions_and_phrases_are_ignored_not_matching_nothing(corpus, operator):
+    question = questions("en")[0]["question"]
+    plain = [a.pk for a in Article.objects.semantic_search(question, mode="lexical")[:10]]
+    assert plain
+    with_operator = Article.objects.semantic_search(f"{question} {operator}", mode="lexical")
+    assert [a.pk for a in with_operator[:10]] == plain
