@@ -24,7 +24,15 @@ from . import conf
 from .languages import config_language
 from .query import SearchPlan, VectorArm, build_search_sql
 from .registry import get_registration
-from .routing import Route, make_plan, normalize_query, plan_settings, route
+from .routing import (
+    FUSIONS,
+    Route,
+    checked_candidates,
+    make_plan,
+    normalize_query,
+    plan_settings,
+    route,
+)
 from .sql import SQL
 
 SEARCH_ALIAS = "semantic_search_results"
@@ -216,6 +224,11 @@ class SemanticSearchQuerySet(models.QuerySet):
         an empty queryset.
         """
         self._check_searchable()
+        checked_candidates(candidates)
+        if fusion is not None and fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if floor is not None and not isinstance(floor, bool):
+            raise ValueError(f"floor must be True, False or None, got {floor!r}")
         text = normalize_query(query or "")
         if not text:
             return self.none()
@@ -239,6 +252,7 @@ class SemanticSearchQuerySet(models.QuerySet):
         from .models import ChunkEmbedding
 
         self._check_searchable()
+        checked_candidates(candidates)
         content_type = ContentType.objects.db_manager(self.db).get_for_model(self.model)
         name = embedder or conf.embedder_specs()[0].name
         from .embedders import get_embedder

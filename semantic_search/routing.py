@@ -206,12 +206,32 @@ def arm_weights(has_lexical: bool, n_vectors: int, fusion: str) -> tuple[float, 
     return lexical, float(weights["vector"]) / n_vectors
 
 
+# pgvector's largest hnsw.ef_search: a vector arm cannot return more candidates.
+MAX_CANDIDATES = 1000
+FUSIONS = ("weighted", "rrf")
+
+
+def checked_candidates(candidates: object) -> int | None:
+    """``candidates`` if it is a whole number from 1 to MAX_CANDIDATES (or None)."""
+    if candidates is None:
+        return None
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or not (
+        1 <= candidates <= MAX_CANDIDATES
+    ):
+        raise ValueError(
+            f"candidates must be a whole number from 1 to {MAX_CANDIDATES}, got {candidates!r}"
+        )
+    return candidates
+
+
 def plan_settings(candidates: int | None = None, fusion: str | None = None) -> dict[str, Any]:
     """The fields of a search plan that come from the settings (their only defaults)."""
+    if fusion is not None and fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
     return {
         "fusion": fusion or conf.get("FUSION"),
         "rrf_k": int(conf.get("RRF_K")),
-        "candidates": int(candidates or conf.get("CANDIDATES")),
+        "candidates": checked_candidates(candidates) or int(conf.get("CANDIDATES")),
         "term_depth": int(conf.get("LEXICAL_TERM_DEPTH")),
         "ef_search": int(conf.get("EF_SEARCH")),
         "max_scan_tuples": int(conf.get("MAX_SCAN_TUPLES")),

@@ -620,3 +620,26 @@ def test_stopword_exclusions_and_phrases_are_ignored_not_matching_nothing(corpus
     assert plain
     with_operator = Article.objects.semantic_search(f"{question} {operator}", mode="lexical")
     assert [a.pk for a in with_operator[:10]] == plain
+
+
+@pytest.mark.parametrize("arguments", [
+    {"candidates": 1001}, {"candidates": 100_000}, {"candidates": -1}, {"candidates": 0},
+    {"candidates": 2.5}, {"candidates": "100"}, {"candidates": True},
+    {"language": "\x00"}, {"language": "\ud800"}, {"language": 5}, {"language": "klingon"},
+    {"mode": "semantic"}, {"languages": "every"}, {"fusion": "max"}, {"floor": "yes"},
+])
+def test_bad_arguments_raise_a_clear_value_error_before_the_database(arguments):
+    with CaptureQueriesContext(connection) as queries, pytest.raises(ValueError) as error:
+        list(Article.objects.semantic_search("rivers of Europe", **arguments))
+    assert next(iter(arguments)) in str(error.value)
+    assert not [q for q in queries.captured_queries if "WITH settings" in q["sql"]]
+
+
+def test_the_largest_candidate_count_is_accepted(corpus):
+    assert Article.objects.semantic_search("rivers of Europe", candidates=1000).count() > 0
+    assert Article.objects.semantic_search("rivers of Europe", candidates=1).count() >= 1
+
+
+@pytest.mark.parametrize("query", ["\ud800 rivers", "rivers \x00\x01", "\udfff", 42])
+def test_odd_queries_do_not_reach_postgres_as_errors(corpus, query):
+    list(Article.objects.semantic_search(query)[:10])
