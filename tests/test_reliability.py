@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 from django.db import connection, connections, transaction
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from example_project.demo.models import Article
 from semantic_search import changes, embedders, indexing
@@ -323,3 +326,22 @@ def test_words_overflowing_a_tsvector_keep_the_positioned_part_and_are_reported(
     assert (entry.state, entry.lexical_truncated) == (IndexState.INDEXED, True)
     found = Article.objects.semantic_search("zanzibarite", mode="lexical", floor=False)
     assert [a.pk for a in found] == [article.pk]
+
+
+# Any text Postgres can store in the user's own fields (no NUL, no lone surrogates).
+_ANY_TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
+                    max_size=300)
+
+
+@hypothesis_settings(max_examples=40, deadline=None,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(title=_ANY_TEXT, body=_ANY_TEXT | st.just("") | _ANY_TEXT.map(lambda t: t * 50),
+       language=st.none() | _ANY_TEXT.map(lambda t: t[:8]) | st.sampled_from(["el", "zh-Hans", "German"]))
+def test_any_document_text_and_language_index_without_error(title, body, language):
+    article = Article.objects.create(title=title[:200], body=body, language=language or "")
+    report = indexing.index_entries(entry_ids(article))
+    assert report.indexed == 1, report
+    entry = SearchEntry.objects.get(object_id=str(article.pk), content_type__model="article")
+    assert entry.state == IndexState.INDEXED
+    article.delete()
+    assert indexing.index_entries([entry.id]).orphaned == 1

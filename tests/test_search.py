@@ -12,6 +12,9 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 import semantic_search
 from example_project.demo.models import Article, Topic
@@ -643,3 +646,40 @@ def test_the_largest_candidate_count_is_accepted(corpus):
 @pytest.mark.parametrize("query", ["\ud800 rivers", "rivers \x00\x01", "\udfff", 42])
 def test_odd_queries_do_not_reach_postgres_as_errors(corpus, query):
     list(Article.objects.semantic_search(query)[:10])
+
+
+# Property-based: any text a user can type, and any argument, is either a search or a clear
+# ValueError, never an error from Postgres or the driver.
+_QUERY_TEXT = st.text(
+    st.characters(codec=None, exclude_categories=()), min_size=0, max_size=60
+) | st.sampled_from(["-", '"', '""', "-the", "OR", "a OR -b", '"-"', "\\", "'", "%s", "{0}",
+                     "::", "&|!", "<->", "*", ":*"]).flatmap(
+    lambda token: st.lists(st.sampled_from([token, "rivers", "Wasser", "水"]), max_size=5)
+    .map(" ".join)
+)
+
+
+@hypothesis_settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(query=_QUERY_TEXT, mode=st.sampled_from(["hybrid", "vector", "lexical"]),
+       languages=st.sampled_from(["auto", "same", "all"]))
+def test_any_query_text_searches_without_error(corpus, query, mode, languages):
+    results = Article.objects.semantic_search(query, mode=mode, languages=languages)
+    page = list(results[:10])
+    assert len(page) <= 10 and all(isinstance(a, Article) for a in page)
+
+
+@hypothesis_settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(candidates=st.none() | st.integers(-10**6, 10**6) | st.floats() | st.text(max_size=3)
+       | st.booleans(),
+       language=st.none() | st.text(max_size=8),
+       fusion=st.none() | st.sampled_from(["rrf", "weighted", "", "RRF", "max"]))
+def test_any_argument_is_a_search_or_a_value_error(corpus, candidates, language, fusion):
+    try:
+        results = Article.objects.semantic_search(
+            "rivers of Europe", candidates=candidates, language=language, fusion=fusion
+        )
+        list(results[:5])
+    except ValueError as error:
+        assert any(name in str(error) for name in ("candidates", "language", "fusion"))
