@@ -233,6 +233,11 @@ def _lexical_ctes(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQL:
     return compose("{terms}, lexical AS MATERIALIZED ({body})", terms=terms, body=body)
 
 
+# How many times the first scan's depth the extra scan of a crowded vector arm reads (it skips
+# the entries the first scan saw; the chunks of further long documents count against it).
+CROWDED_DEPTH = 5
+
+
 def _chunk_conditions(arm: VectorArm, plan: SearchPlan) -> SQL:
     """Conditions of a vector arm beyond its embedder and model (empty, or `` AND ...``)."""
     conditions = EMPTY
@@ -276,16 +281,18 @@ def _vector_cte(
     scan_name = SQL(f"scan_{index}" if shared else f"hits_{index}")
     ctes.append(compose("{name} AS MATERIALIZED ({scan})", name=scan_name, scan=scan))
     # Long documents can fill the scan with their own chunks: when it holds fewer distinct
-    # entries than candidates, the next chunks of entries not seen yet fill it up.
+    # entries than candidates (and was full), one more scan reads the nearest chunks of the
+    # entries not seen yet, deep enough to look past more long documents. Never runs otherwise
+    # (a one-time filter).
     more = compose(
         "SELECT c.entry_id, {distance} AS distance FROM semantic_search_chunkembedding c"
         " WHERE (SELECT count(DISTINCT entry_id) < {candidates} AND count(*) = {chunks}"
         "  FROM {name})"
         " AND {base}{where}{filtered}"
         " AND c.entry_id <> ALL(ARRAY(SELECT DISTINCT entry_id FROM {name}))"
-        " ORDER BY distance LIMIT {chunks}",
+        " ORDER BY distance LIMIT {depth}",
         distance=distance, candidates=plan.candidates, chunks=plan.candidates * 2,
-        name=scan_name, base=base, where=where,
+        depth=plan.candidates * 2 * CROWDED_DEPTH, name=scan_name, base=base, where=where,
         filtered=_passes_filter(object_filter, "c.object_id"),
     )
     nearest = compose(

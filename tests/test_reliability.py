@@ -249,21 +249,27 @@ def test_entries_another_transaction_holds_are_reported_busy_not_waited_for():
     assert indexing.index_entries([entry_id]).indexed == 1
 
 
-def test_one_long_document_does_not_crowd_out_the_others(monkeypatch):
-    """A document of a thousand chunks, all nearer the query than anything else, must not fill
-    the vector arm's candidates alone: candidates are distinct objects, and a page fills."""
+@pytest.mark.parametrize("crowding", [(1000,), (300, 300, 300)])
+def test_long_documents_do_not_crowd_out_the_others(monkeypatch, crowding):
+    """Documents of hundreds of chunks, all nearer the query than anything else (the second
+    nearer than the rest, the third after it), must not fill the vector arm's candidates alone:
+    candidates are distinct objects, and a page fills."""
     from semantic_search.chunking import chunk_capacity
 
     rng = np.random.default_rng(3)
     direction = rng.standard_normal(384).astype(np.float32)
     direction /= np.linalg.norm(direction)
 
-    def near(scale: float, count: int) -> np.ndarray:
-        rows = direction + scale * rng.standard_normal((count, 384)).astype(np.float32) / 20
-        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    def near(scale: float) -> np.ndarray:
+        row = direction + scale * rng.standard_normal(384).astype(np.float32) / 20
+        return row / np.linalg.norm(row)
 
     def encode_passages(self, texts):
-        return np.stack([near(0.2 if "crowding" in t else 1.0, 1)[0] for t in texts])
+        layers = {f"crowding{i}": 0.1 + 0.15 * i for i in range(len(crowding))}
+        return np.stack([
+            near(next((scale for word, scale in layers.items() if word in t), 1.0))
+            for t in texts
+        ])
 
     def encode_queries(self, texts):
         return np.stack([direction for _ in texts])
@@ -274,16 +280,20 @@ def test_one_long_document_does_not_crowd_out_the_others(monkeypatch):
               for i in range(30)]
     Article.objects.bulk_create(normal)
     capacity = chunk_capacity(embedders.get_embedder("english"))
-    words = " ".join(["crowding"] * (capacity // 2))
-    long = Article.objects.create(title="Manual", body="\n\n".join([words] * 1000), language="en")
+    long = []
+    for layer, chunk_count in enumerate(crowding):
+        words = " ".join([f"crowding{layer}"] * (capacity // 3))
+        long.append(Article.objects.create(
+            title=f"Manual {layer}", body="\n\n".join([words] * chunk_count), language="en"))
     indexing.index_entries(changes.index_objects(Article.objects.all()))
-    chunks = ChunkEmbedding.objects.filter(entry__object_id=str(long.pk), embedder="english")
-    assert chunks.count() > 400
-    for mode in ("vector", "hybrid"):
-        page = list(Article.objects.semantic_search("uniquely crowded query", mode=mode,
-                                                    floor=False)[:10])
-        assert len(page) == 10, (mode, [a.title for a in page])
-        assert page[0].pk == long.pk
+    chunks = ChunkEmbedding.objects.filter(entry__object_id=str(long[0].pk), embedder="english")
+    assert chunks.count() > 250
+    for mode, languages in (("vector", "same"), ("vector", "all"), ("hybrid", "auto")):
+        page = list(Article.objects.semantic_search(
+            "uniquely crowded query", mode=mode, languages=languages, language="en", floor=False,
+        )[:10])
+        assert len(page) == 10, (mode, languages, [a.title for a in page])
+        assert [a.pk for a in page[: len(long)]] == [a.pk for a in long]
 
 
 def test_a_two_megabyte_document_is_findable_by_a_word_near_its_end(capsys):
