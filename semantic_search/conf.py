@@ -66,6 +66,9 @@ DEFAULTS: dict[str, Any] = {
     "FLOOR": True,
     # Share of the query's contrast (best - background similarity) a vector hit must reach.
     "FLOOR_RELATIVE": 0.1,
+    # A document in the query's language is never ranked below a foreign one that is weaker on
+    # every arm both share (off by default: it costs pooled cross-language recall, README).
+    "SAME_LANGUAGE_FIRST": False,
     "QUERY_CACHE_SIZE": 1024,
 }
 

@@ -84,6 +84,9 @@ class SearchPlan:
     # The query's words cannot be looked up (Chinese, Japanese, Thai: no lexemes): the floor
     # treats them as known.
     unsegmented: bool = False
+    # Rank a document some arm cannot see just below those that see more and are at least as
+    # strong on each of its arms (the SAME_LANGUAGE_FIRST setting; see _dominated_cap).
+    same_language_first: bool = False
 
 
 class ObjectFilter(Protocol):
@@ -350,26 +353,51 @@ def _fused_score(plan: SearchPlan) -> SQL:
     raise ValueError(f"unknown fusion {plan.fusion!r}: use 'rrf' or 'weighted'")
 
 
-def _applicable_weight(plan: SearchPlan) -> SQL:
-    """Per document, the total weight of the arms that can see it: the lexical arm reads only
-    documents in its configurations, a monolingual embedder has vectors only for its languages.
-    Fused scores are divided by it, so an arm that cannot see a document (another language, in a
-    mixed-language corpus) does not count against it."""
-    terms = []
+def _visibility(plan: SearchPlan) -> list[tuple[str, float, SQL]]:
+    """Per arm: its label, its weight, and whether it can see the document ``e``: the lexical
+    arm reads only documents in its configurations, a monolingual embedder has vectors only for
+    its languages."""
+    arms = []
     if plan.lexical is not None:
-        terms.append(compose(
-            "CASE WHEN e.search_config = ANY({configs}) THEN {weight} ELSE 0 END",
-            configs=lexical_configs(plan), weight=plan.lexical.weight,
-        ))
+        arms.append(("lexical", plan.lexical.weight,
+                     compose("e.search_config = ANY({configs})", configs=lexical_configs(plan))))
     for arm in plan.vectors:
-        if arm.languages is None:
-            terms.append(compose("{weight}::float8", weight=arm.weight))
-        else:
-            terms.append(compose(
-                "CASE WHEN e.language = ANY({languages}) THEN {weight} ELSE 0 END",
-                languages=list(arm.languages), weight=arm.weight,
-            ))
-    return compose("({terms})", terms=join(" + ", terms))
+        sees = SQL("true") if arm.languages is None else compose(
+            "e.language = ANY({languages})", languages=list(arm.languages))
+        arms.append((arm.label, arm.weight, sees))
+    return arms
+
+
+def _applicable_weight(plan: SearchPlan) -> SQL:
+    """Per document, the total weight of the arms that can see it. Fused scores are divided by
+    it, so an arm that cannot see a document (another language, in a mixed-language corpus)
+    does not count against it."""
+    return compose("({terms})", terms=join(" + ", (
+        compose("CASE WHEN {sees} THEN {weight}::float8 ELSE 0 END", sees=sees, weight=weight)
+        for _, weight, sees in _visibility(plan)
+    )))
+
+
+def _dominated_cap(plan: SearchPlan) -> SQL:
+    """For a document that some arm cannot see (``s``, e.g. in another language), the lowest
+    score of the documents that see every arm it sees and more, and score at least as high
+    in each of its arms (``d``): it is ranked just below them. So a document in the query's
+    language is never ranked below a foreign one that is weaker on every arm that applies to
+    both, whatever its own arms (e.g. no keyword match) took away from its score."""
+    count = len(_visibility(plan))
+    covers = join(" AND ", (
+        compose("(NOT s.sees_{i} OR (d.sees_{i} AND coalesce(d.raw_{i}, '-Infinity')"
+                " >= coalesce(s.raw_{i}, '-Infinity')))", i=SQL(str(i)))
+        for i in range(count)
+    ))
+    more = join(" OR ", (compose("(d.sees_{i} AND NOT s.sees_{i})", i=SQL(str(i)))
+                         for i in range(count)))
+    sees_all = join(" AND ", (SQL(f"s.sees_{i}") for i in range(count)))
+    return compose(
+        "CASE WHEN NOT ({sees_all}) THEN (SELECT min(d.score) - 1e-9 FROM scored d"
+        " WHERE ({more}) AND {covers}) END",
+        sees_all=sees_all, more=more, covers=covers,
+    )
 
 
 def _known_words_cte(plan: SearchPlan) -> SQL:
@@ -425,18 +453,33 @@ def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQ
     required = EMPTY
     if plan.exclusions:
         required = compose(" AND {matches}", matches=_matches("e", plan.exclusions))
+    visibility = _visibility(plan)
+    raw_scores = join(", ", (
+        compose("max(score) FILTER (WHERE arm = {label}) AS raw_{i}", label=label,
+                i=SQL(str(i)))
+        for i, (label, _, _) in enumerate(visibility)
+    ))
+    per_arm = join(", ", (
+        compose("{sees} AS sees_{i}, f.raw_{i}", sees=sees, i=SQL(str(i)))
+        for i, (_, _, sees) in enumerate(visibility)
+    ))
     return compose(
         "WITH {ctes}, arms AS ({arms}),"
         " fused AS (SELECT entry_id, {fused} AS score,"
         "  min(rank) FILTER (WHERE arm = 'lexical') AS lexical_rank,"
         "  max(score) FILTER (WHERE arm = 'lexical') AS lexical_score,"
         "  min(rank) FILTER (WHERE arm <> 'lexical') AS vector_rank,"
-        "  max(score) FILTER (WHERE arm <> 'lexical') AS vector_score"
-        "  FROM arms GROUP BY entry_id HAVING bool_or(match))"
-        " SELECT e.object_id, f.score / nullif({applicable}, 0) AS score, f.lexical_rank,"
-        "  f.lexical_score, f.vector_rank, f.vector_score, e.search_config, e.language"
-        " FROM fused f JOIN semantic_search_searchentry e ON e.id = f.entry_id"
-        " WHERE true{required}",
+        "  max(score) FILTER (WHERE arm <> 'lexical') AS vector_score, {raw_scores}"
+        "  FROM arms GROUP BY entry_id HAVING bool_or(match)),"
+        " scored AS MATERIALIZED (SELECT e.object_id, f.score / nullif({applicable}, 0) AS score,"
+        "  f.lexical_rank, f.lexical_score, f.vector_rank, f.vector_score, e.search_config,"
+        "  e.language, {per_arm}"
+        "  FROM fused f JOIN semantic_search_searchentry e ON e.id = f.entry_id"
+        "  WHERE true{required})"
+        " SELECT s.object_id, least(s.score, {cap}) AS score, s.lexical_rank, s.lexical_score,"
+        "  s.vector_rank, s.vector_score, s.search_config, s.language FROM scored s",
         ctes=join(", ", ctes), arms=join(" UNION ALL ", arms), fused=_fused_score(plan),
-        applicable=_applicable_weight(plan), required=required,
+        raw_scores=raw_scores, applicable=_applicable_weight(plan), per_arm=per_arm,
+        required=required,
+        cap=_dominated_cap(plan) if plan.same_language_first else SQL("NULL"),
     )

@@ -284,6 +284,7 @@ def make_plan(
         language=chosen.restrict_language,
         exclusions=exclusions,
         relative_floor=float(conf.get("FLOOR_RELATIVE")),
+        same_language_first=bool(conf.get("SAME_LANGUAGE_FIRST")),
         text=plain or query,
         unsegmented=unsegmented(plain or query, chosen.language),
     )

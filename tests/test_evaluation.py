@@ -181,7 +181,9 @@ def test_a_second_run_embeds_nothing_and_fresh_rebuilds(collection, capsys, monk
     assert sum(calls) >= 12
     assert EvaluationDocument.objects.count() == 12
     assert not old_pks & set(EvaluationDocument.objects.values_list("pk", flat=True))
-    assert SearchEntry.objects.filter(object_id__in=map(str, old_pks)).count() == 0
+    assert SearchEntry.objects.filter(
+        content_type__model="evaluationdocument", object_id__in=map(str, old_pks)
+    ).count() == 0
 
 
 @pytest.mark.parametrize(

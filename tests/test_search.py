@@ -45,6 +45,9 @@ def corpus(django_db_setup, django_db_blocker):
         articles = _load_slice()
         yield {a.external_id: a for a in articles}
         Article.objects.all().delete()
+        # What a worker does with deleted objects' entries (no worker reads this module's tasks).
+        indexing.index_entries(list(SearchEntry.objects.filter(
+            content_type__model="article").values_list("id", flat=True)))
 
 
 def questions(language: str) -> list[dict]:
@@ -683,3 +686,44 @@ def test_any_argument_is_a_search_or_a_value_error(corpus, candidates, language,
         list(results[:5])
     except ValueError as error:
         assert any(name in str(error) for name in ("candidates", "language", "fusion"))
+
+
+def _best_similarities(query_vector: np.ndarray, embedder: str) -> dict[str, float]:
+    rows = ChunkEmbedding.objects.filter(embedder=embedder).values_list("object_id", "vector")
+    best: dict[str, float] = {}
+    for object_id, vector in rows:
+        similarity = float(np.asarray(vector) @ query_vector)
+        best[object_id] = max(best.get(object_id, -1.0), similarity)
+    return best
+
+
+@pytest.mark.parametrize("language", ["de", "en", "es", "ru", "ar"])
+def test_same_language_first_never_ranks_a_weaker_foreign_document_higher(
+    corpus, language, settings
+):
+    """With SAME_LANGUAGE_FIRST: documents in another language than the query are invisible to
+    the lexical arm (and to a monolingual embedder); a document in the query's language at
+    least as close in the multilingual space, the one arm both share, ranks above them (by
+    default it may not: a same-language document without keyword match keeps 0.7 of a score)."""
+    from semantic_search.routing import normalize_query, query_vectors, split_operators
+
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "SAME_LANGUAGE_FIRST": True}
+    violations = []
+    for question in questions(language)[:4]:
+        results = Article.objects.semantic_search(question["question"], candidates=200)
+        ranked = list(results)
+        route_language = results.search_route.language
+        text = normalize_query(question["question"])
+        plain = split_operators(text)[0] or text  # what the vector arms embed
+        vector = np.asarray(query_vectors.get("multilingual", plain))
+        similarity = _best_similarities(vector, "multilingual")
+        same = [a for a in ranked if a.language == route_language]
+        foreign = [a for a in ranked if a.language != route_language]
+        position = {a.pk: i for i, a in enumerate(ranked)}
+        for document in same:
+            for other in foreign:
+                if (similarity[str(document.pk)] > similarity[str(other.pk)] + 1e-6
+                        and position[document.pk] > position[other.pk]):
+                    violations.append((question["question"][:40], document.external_id,
+                                       other.external_id))
+    assert not violations, violations[:5]
