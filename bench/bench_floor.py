@@ -24,6 +24,7 @@ import string
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -56,7 +57,16 @@ def noise_queries(data: Path) -> dict[str, list[str]]:
     }
 
 
-def evaluate(label: str, corpus: Path, queries: Path, qrels: Path, modes, limit) -> list[str]:
+def floor_switch(on: bool):
+    """The two sides this bench compares: the relevance floor off and on."""
+    return nullcontext(), on
+
+
+def evaluate(
+    label: str, corpus: Path, queries: Path, qrels: Path, modes, limit, switch=floor_switch
+) -> list[str]:
+    """Rows of metrics for each mode, ``switch(False) -> switch(True)``: a context manager to
+    search in and the floor option of each side (default: the floor off -> on)."""
     from semantic_search.contrib.evaluation import evaluate as evaluation
 
     prepared = evaluation.prepare_corpus(corpus)
@@ -66,11 +76,14 @@ def evaluate(label: str, corpus: Path, queries: Path, qrels: Path, modes, limit)
     rows = []
     for mode, languages in modes:
         scores = {}
-        for floor in (False, True):
+        for on in (False, True):
+            context, floor = switch(on)
             options = evaluation.SearchOptions(mode, languages, None, floor=floor)
-            started = time.perf_counter()
-            result = evaluation.run_evaluation(prepared, judged, qrels_map, options, cold=False)
-            scores[floor] = (result.scores, 1000 * (time.perf_counter() - started) / len(judged))
+            with context:
+                started = time.perf_counter()
+                result = evaluation.run_evaluation(prepared, judged, qrels_map, options,
+                                                   cold=False)
+            scores[on] = (result.scores, 1000 * (time.perf_counter() - started) / len(judged))
         off, on = scores[False][0], scores[True][0]
         rows.append(
             f"| {label} | {mode} {languages or 'auto'} | {len(judged)} | "

@@ -15,10 +15,10 @@ in all six languages), and SciFact. Writes bench/results/fusion.txt.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -28,43 +28,16 @@ import bench_floor as floor_bench  # noqa: E402
 import bench_quality as quality  # noqa: E402
 
 
-@contextmanager
-def dominance(on: bool):
-    """The default ranking (off), or with SAME_LANGUAGE_FIRST (on)."""
+def same_language_first(on: bool):
+    """The two sides compared: the default ranking, and with SAME_LANGUAGE_FIRST (floor on)."""
     from django.conf import settings
     from django.test.utils import override_settings
 
-    with override_settings(SEMANTIC_SEARCH={**settings.SEMANTIC_SEARCH,
-                                            "SAME_LANGUAGE_FIRST": on}):
-        yield
+    return override_settings(SEMANTIC_SEARCH={**settings.SEMANTIC_SEARCH,
+                                              "SAME_LANGUAGE_FIRST": on}), None
 
 
-def evaluate(label, corpus, queries, qrels, modes, limit) -> list[str]:
-    from semantic_search.contrib.evaluation import evaluate as evaluation
-
-    prepared = evaluation.prepare_corpus(corpus)
-    qrels_map = evaluation.read_qrels(qrels)
-    judged = evaluation.judged_queries(evaluation.read_queries(queries), qrels_map, limit)
-    quality.encode_once(label.split("->")[0].split()[-1], judged)
-    rows = []
-    for mode, languages in modes:
-        scores = {}
-        for on in (False, True):
-            options = evaluation.SearchOptions(mode, languages, None)
-            with dominance(on):
-                started = time.perf_counter()
-                result = evaluation.run_evaluation(prepared, judged, qrels_map, options,
-                                                   cold=False)
-            scores[on] = (result.scores, 1000 * (time.perf_counter() - started) / len(judged))
-        off, on = scores[False][0], scores[True][0]
-        rows.append(
-            f"| {label} | {mode} {languages or 'auto'} | {len(judged)} | "
-            + " | ".join(f"{off[m]:.4f} -> {on[m]:.4f}"
-                         for m in ("ndcg@10", "recall@10", "recall@100"))
-            + f" | {scores[False][1]:.0f} -> {scores[True][1]:.0f} |"
-        )
-        print(rows[-1], flush=True)
-    return rows
+evaluate = functools.partial(floor_bench.evaluate, switch=same_language_first)
 
 
 HEAD = [
