@@ -40,6 +40,7 @@ LANGUAGE_MODES = ("auto", "same", "all")
 MAX_QUERY_CHARS = 2000
 
 _PHRASE = re.compile(r'"[^"]*"')
+_EXCLUDED_PHRASE = re.compile(r'(?:^|(?<=\s))-("[^"]*")')
 _EXCLUSION = re.compile(r"(?:^|\s)-(\w[\w'-]*)", re.UNICODE)
 
 
@@ -69,10 +70,12 @@ def split_operators(query: str) -> tuple[str, str, str]:
 
     Returns (plain words, the phrases, the exclusions), the last two in websearch syntax.
     Phrases must match in lexical hits (vector hits are kept: natural questions often quote);
-    exclusions hold for every result.
+    exclusions (-word, -"a phrase") hold for every result.
     """
+    excluded_phrases = _EXCLUDED_PHRASE.findall(query)
+    query = _EXCLUDED_PHRASE.sub(" ", query)
     phrases = _PHRASE.findall(query)
-    exclusions = _EXCLUSION.findall(query)
+    exclusions = [*excluded_phrases, *_EXCLUSION.findall(query)]
     plain = _EXCLUSION.sub(" ", _PHRASE.sub(" ", query))
     plain = " ".join(p.strip('"') for p in phrases) + " " + plain
     plain = re.sub(r"(?i)\bor\b", " ", plain)

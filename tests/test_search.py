@@ -727,3 +727,27 @@ def test_same_language_first_never_ranks_a_weaker_foreign_document_higher(
                     violations.append((question["question"][:40], document.external_id,
                                        other.external_id))
     assert not violations, violations[:5]
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ('rivers -"middle ages" castle', ("rivers castle", "", '-"middle ages"')),
+    ('a "b c" -d', ("b c a", '"b c"', "-d")),
+    ('-"x y" -z "w v"', ("w v", '"w v"', '-"x y" -z')),
+    ("plain words only", ("plain words only", "", "")),
+])
+def test_split_operators_tells_excluded_phrases_from_required_ones(query, expected):
+    from semantic_search.routing import split_operators
+
+    assert split_operators(query) == expected
+
+
+def test_an_excluded_phrase_removes_the_documents_that_contain_it(corpus):
+    question = questions("en")[0]["question"]
+    plain = list(Article.objects.semantic_search(question, mode="lexical")[:10])
+    top = plain[0]
+    words = [w for w in top.body.split() if w.isalpha() and len(w) > 3][:2]
+    phrase = " ".join(words)
+    assert phrase.lower() in top.body.lower()
+    excluded = list(Article.objects.semantic_search(f'{question} -"{phrase}"', mode="lexical"))
+    assert excluded and top not in excluded
+    assert not [a for a in excluded if phrase.lower() in a.body.lower()]
