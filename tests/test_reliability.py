@@ -356,3 +356,19 @@ def test_any_document_text_and_language_index_without_error(title, body, languag
     assert entry.state == IndexState.INDEXED
     article.delete()
     assert indexing.index_entries([entry.id]).orphaned == 1
+
+
+def test_the_task_sends_busy_entries_again_a_little_later(monkeypatch):
+    from semantic_search import tasks
+
+    sent = []
+    monkeypatch.setattr(indexing, "index_entries",
+                        lambda ids, using, force: indexing.IndexReport(indexed=1, busy=[7]))
+    monkeypatch.setattr(tasks.index_entries_task, "apply_async",
+                        lambda *args, **options: sent.append((args, options)))
+    report = tasks.index_entries_task.run([6, 7], "default")
+    assert report["busy"] == [7]
+    (((ids, using), extra), options), = sent
+    assert (ids, using, extra) == ([7], "default", {})
+    assert options["countdown"] == tasks.BUSY_RETRY_SECONDS
+    assert options["queue"] == "semantic_search_reliability"
