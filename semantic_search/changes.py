@@ -125,10 +125,18 @@ def dispatch(
     from .enqueue import enqueuer
 
     size = max(1, int(conf.get("TASK_BATCH_SIZE")))
-    extra = {"force": True} if force else {}
     messages = [
-        ([entry_ids[start : start + size], using], extra)
+        ([entry_ids[start : start + size], using], task_keywords(force))
         for start in range(0, len(entry_ids), size)
     ]
-    options = {"queue": conf.get("QUEUE")} if conf.get("QUEUE") else {}
-    return enqueuer.send(messages, options, timeout)
+    return enqueuer.send(messages, task_options(), timeout)
+
+
+def task_keywords(force: bool) -> dict:
+    """The indexing task's keyword arguments (none unless forced: older workers accept it)."""
+    return {"force": True} if force else {}
+
+
+def task_options() -> dict:
+    """Celery options of the indexing tasks: the ``QUEUE`` setting, if any."""
+    return {"queue": conf.get("QUEUE")} if conf.get("QUEUE") else {}

@@ -114,6 +114,16 @@ def _probe_literals(embedder_name: str) -> list[str]:
     return cached
 
 
+def _own_vectors(content_type_id: int, embedder_name: str) -> SQL:
+    """The condition on ``c`` (chunk embeddings) for this model's vectors of this embedder."""
+    return compose(
+        "c.embedder = {name} AND c.embedder_version = {version}"
+        " AND c.content_type_id = {content_type}",
+        name=embedder_name, version=get_embedder(embedder_name).version,
+        content_type=content_type_id,
+    )
+
+
 def _calibration_sql(content_type_id: int, embedder_name: str, depth: int) -> SQL:
     """The largest contrast (nearest similarity - median similarity of the ``depth`` nearest
     chunks) of the probes, and how many vectors the model has in this embedder."""
@@ -124,11 +134,7 @@ def _calibration_sql(content_type_id: int, embedder_name: str, depth: int) -> SQ
         compose("({vector}::vector({dimension}))", vector=literal, dimension=dimension)
         for literal in _probe_literals(embedder_name)
     ))
-    own = compose(
-        "c.embedder = {name} AND c.embedder_version = {version}"
-        " AND c.content_type_id = {content_type}",
-        name=embedder_name, version=embedder.version, content_type=content_type_id,
-    )
+    own = _own_vectors(content_type_id, embedder_name)
     return compose(
         "SELECT (SELECT max(contrast) FROM (VALUES {probes}) AS p(v) CROSS JOIN LATERAL ("
         " SELECT max(s) - percentile_cont(0.5) WITHIN GROUP (ORDER BY s) AS contrast FROM ("
@@ -209,10 +215,6 @@ WHERE content_type_id = %s AND embedder = %s AND embedder_version = %s
 RETURNING depth, vectors, changed
 """
 
-_COUNT_VECTORS = """
-SELECT count(*) FROM semantic_search_chunkembedding
-WHERE content_type_id = %s AND embedder = %s AND embedder_version = %s
-"""
 
 
 def vectors_written(counts: dict[tuple[int, str], int], using: str) -> None:
@@ -228,8 +230,12 @@ def vectors_written(counts: dict[tuple[int, str], int], using: str) -> None:
         with transaction.atomic(using=using), connections[using].cursor() as cursor:
             cursor.execute(_COUNT_CHANGES, [count, *keys])
             rows = cursor.fetchall()
-            cursor.execute(_COUNT_VECTORS, keys)
-            (current,) = cursor.fetchone()
+            current = 0
+            if rows:  # without a calibration there is nothing to compare (it is made below)
+                counting = compose("SELECT count(*) FROM semantic_search_chunkembedding c"
+                                   " WHERE {own}", own=_own_vectors(content_type_id, embedder_name))
+                cursor.execute(counting.sql, counting.params)
+                (current,) = cursor.fetchone()
         depths = {
             depth for depth, vectors, changed in rows
             if _is_stale(vectors, max(changed, abs(current - vectors)))

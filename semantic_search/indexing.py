@@ -230,24 +230,25 @@ def _update_entry(cursor, plan: PlannedEntry, now, using: str) -> None:
     Postgres's tsvector limit, only the positioned part (counted as truncated)."""
     config = search_config(plan.document.language)
     longest = max((len(part.text) for part in plan.document.parts), default=0)
-    for whole in (True, False):
-        update = compose(
+
+    def update(whole: bool, truncated: bool) -> None:
+        statement = compose(
             _UPDATE_ENTRY, tsvector=_tsvector_sql(plan.document, config, whole),
             language=plan.document.language or "", config=config, hash=plan.document_hash,
-            state=IndexState.INDEXED.value, now=now, entry=plan.entry_id,
-            truncated=longest > (registry.MAX_LEXICAL_TEXT if whole else MAX_LEXICAL_CHARS),
+            state=IndexState.INDEXED.value, now=now, entry=plan.entry_id, truncated=truncated,
         )
-        if longest <= MAX_LEXICAL_CHARS or not whole:
-            cursor.execute(update.sql, update.params)
-            return
+        cursor.execute(statement.sql, statement.params)
+
+    if longest > MAX_LEXICAL_CHARS:
         try:
             with transaction.atomic(using=using):
-                cursor.execute(update.sql, update.params)
+                update(whole=True, truncated=longest > registry.MAX_LEXICAL_TEXT)
             return
         except DatabaseError:
             logger.warning("semantic_search: the words of entry %s exceed a tsvector; only its "
                            "first %s characters per field are searchable by keyword",
                            plan.entry_id, MAX_LEXICAL_CHARS)
+    update(whole=False, truncated=longest > MAX_LEXICAL_CHARS)
 
 
 def _write(

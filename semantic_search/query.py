@@ -368,23 +368,38 @@ def _visibility(plan: SearchPlan) -> list[tuple[str, float, SQL]]:
     return arms
 
 
-def _applicable_weight(plan: SearchPlan) -> SQL:
+def _applicable_weight(visibility: list[tuple[str, float, SQL]]) -> SQL:
     """Per document, the total weight of the arms that can see it. Fused scores are divided by
     it, so an arm that cannot see a document (another language, in a mixed-language corpus)
     does not count against it."""
     return compose("({terms})", terms=join(" + ", (
         compose("CASE WHEN {sees} THEN {weight}::float8 ELSE 0 END", sees=sees, weight=weight)
-        for _, weight, sees in _visibility(plan)
+        for _, weight, sees in visibility
     )))
 
 
-def _dominated_cap(plan: SearchPlan) -> SQL:
+def _per_arm_columns(visibility: list[tuple[str, float, SQL]]) -> tuple[SQL, SQL]:
+    """``raw_N`` (each arm's own score, in ``fused``) and ``sees_N`` (whether the arm can see
+    the document, in ``scored``): what :func:`_dominated_cap` compares."""
+    raw = join("", (
+        compose(", max(score) FILTER (WHERE arm = {label}) AS raw_{i}", label=label,
+                i=SQL(str(i)))
+        for i, (label, _, _) in enumerate(visibility)
+    ))
+    sees = join("", (
+        compose(", {sees} AS sees_{i}, f.raw_{i}", sees=condition, i=SQL(str(i)))
+        for i, (_, _, condition) in enumerate(visibility)
+    ))
+    return raw, sees
+
+
+def _dominated_cap(count: int) -> SQL:
     """For a document that some arm cannot see (``s``, e.g. in another language), the lowest
     score of the documents that see every arm it sees and more, and score at least as high
     in each of its arms (``d``): it is ranked just below them. So a document in the query's
     language is never ranked below a foreign one that is weaker on every arm that applies to
-    both, whatever its own arms (e.g. no keyword match) took away from its score."""
-    count = len(_visibility(plan))
+    both, whatever its own arms (e.g. no keyword match) took away from its score. ``count``:
+    the number of arms."""
     covers = join(" AND ", (
         compose("(NOT s.sees_{i} OR (d.sees_{i} AND coalesce(d.raw_{i}, '-Infinity')"
                 " >= coalesce(s.raw_{i}, '-Infinity')))", i=SQL(str(i)))
@@ -454,32 +469,26 @@ def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQ
     if plan.exclusions:
         required = compose(" AND {matches}", matches=_matches("e", plan.exclusions))
     visibility = _visibility(plan)
-    raw_scores = join(", ", (
-        compose("max(score) FILTER (WHERE arm = {label}) AS raw_{i}", label=label,
-                i=SQL(str(i)))
-        for i, (label, _, _) in enumerate(visibility)
-    ))
-    per_arm = join(", ", (
-        compose("{sees} AS sees_{i}, f.raw_{i}", sees=sees, i=SQL(str(i)))
-        for i, (_, _, sees) in enumerate(visibility)
-    ))
+    raw_scores, per_arm, cap = EMPTY, EMPTY, SQL("NULL")
+    if plan.same_language_first:
+        raw_scores, per_arm = _per_arm_columns(visibility)
+        cap = _dominated_cap(len(visibility))
     return compose(
         "WITH {ctes}, arms AS ({arms}),"
         " fused AS (SELECT entry_id, {fused} AS score,"
         "  min(rank) FILTER (WHERE arm = 'lexical') AS lexical_rank,"
         "  max(score) FILTER (WHERE arm = 'lexical') AS lexical_score,"
         "  min(rank) FILTER (WHERE arm <> 'lexical') AS vector_rank,"
-        "  max(score) FILTER (WHERE arm <> 'lexical') AS vector_score, {raw_scores}"
+        "  max(score) FILTER (WHERE arm <> 'lexical') AS vector_score{raw_scores}"
         "  FROM arms GROUP BY entry_id HAVING bool_or(match)),"
         " scored AS MATERIALIZED (SELECT e.object_id, f.score / nullif({applicable}, 0) AS score,"
         "  f.lexical_rank, f.lexical_score, f.vector_rank, f.vector_score, e.search_config,"
-        "  e.language, {per_arm}"
+        "  e.language{per_arm}"
         "  FROM fused f JOIN semantic_search_searchentry e ON e.id = f.entry_id"
         "  WHERE true{required})"
         " SELECT s.object_id, least(s.score, {cap}) AS score, s.lexical_rank, s.lexical_score,"
         "  s.vector_rank, s.vector_score, s.search_config, s.language FROM scored s",
         ctes=join(", ", ctes), arms=join(" UNION ALL ", arms), fused=_fused_score(plan),
-        raw_scores=raw_scores, applicable=_applicable_weight(plan), per_arm=per_arm,
-        required=required,
-        cap=_dominated_cap(plan) if plan.same_language_first else SQL("NULL"),
+        raw_scores=raw_scores, applicable=_applicable_weight(visibility), per_arm=per_arm,
+        required=required, cap=cap,
     )

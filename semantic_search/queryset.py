@@ -25,9 +25,9 @@ from .languages import config_language
 from .query import SearchPlan, VectorArm, build_search_sql
 from .registry import get_registration
 from .routing import (
-    FUSIONS,
     Route,
     checked_candidates,
+    checked_fusion,
     make_plan,
     normalize_query,
     plan_settings,
@@ -225,8 +225,7 @@ class SemanticSearchQuerySet(models.QuerySet):
         """
         self._check_searchable()
         checked_candidates(candidates)
-        if fusion is not None and fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        checked_fusion(fusion)
         if floor is not None and not isinstance(floor, bool):
             raise ValueError(f"floor must be True, False or None, got {floor!r}")
         text = normalize_query(query or "")

@@ -227,12 +227,17 @@ def checked_candidates(candidates: object) -> int | None:
     return candidates
 
 
-def plan_settings(candidates: int | None = None, fusion: str | None = None) -> dict[str, Any]:
-    """The fields of a search plan that come from the settings (their only defaults)."""
+def checked_fusion(fusion: object) -> str | None:
+    """``fusion`` if it is one of FUSIONS (or None)."""
     if fusion is not None and fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+    return fusion
+
+
+def plan_settings(candidates: int | None = None, fusion: str | None = None) -> dict[str, Any]:
+    """The fields of a search plan that come from the settings (their only defaults)."""
     return {
-        "fusion": fusion or conf.get("FUSION"),
+        "fusion": checked_fusion(fusion) or conf.get("FUSION"),
         "rrf_k": int(conf.get("RRF_K")),
         "candidates": checked_candidates(candidates) or int(conf.get("CANDIDATES")),
         "term_depth": int(conf.get("LEXICAL_TERM_DEPTH")),

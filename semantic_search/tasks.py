@@ -54,9 +54,10 @@ def index_entries_task(
     if report.busy and not self.request.is_eager:
         # Held by a user's transaction or another worker: try them again shortly (eager
         # tasks would retry in the same thread at once; the sweep picks those up).
-        options = {"queue": conf.get("QUEUE")} if conf.get("QUEUE") else {}
-        self.apply_async((report.busy, using), {"force": force} if force else {},
-                         countdown=BUSY_RETRY_SECONDS, **options)
+        from .changes import task_keywords, task_options
+
+        self.apply_async((report.busy, using), task_keywords(force),
+                         countdown=BUSY_RETRY_SECONDS, **task_options())
     return vars(report)
 
 

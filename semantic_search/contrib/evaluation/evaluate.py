@@ -295,8 +295,8 @@ def delete_corpus(key: str, using: str = "default") -> int:
         pks = list(documents.values_list("pk", flat=True))
         entry_ids = record_saved(EvaluationDocument, pks, using=using, enqueue=False)
         deleted, _ = documents.delete()
-    for start in range(0, len(entry_ids), 2000):
-        index_entries(entry_ids[start : start + 2000], using=using)  # finds them gone
+    for start in range(0, len(entry_ids), BATCH_SIZE):
+        index_entries(entry_ids[start : start + BATCH_SIZE], using=using)  # finds them gone
     return deleted
 
 
