@@ -287,22 +287,42 @@ def _vector_cte(
     # entries than candidates (and was full), one more scan reads the nearest chunks of the
     # entries not seen yet, deep enough to look past more long documents. Never runs otherwise
     # (a one-time filter).
-    more = compose(
+    crowded_name = SQL(f"crowded_{index}")
+    was_crowded = compose(
+        "(SELECT count(DISTINCT entry_id) < {candidates} AND count(*) = {chunks} FROM {name})",
+        candidates=plan.candidates, chunks=plan.candidates * 2, name=scan_name,
+    )
+    crowded = compose(
         "SELECT c.entry_id, {distance} AS distance FROM semantic_search_chunkembedding c"
-        " WHERE (SELECT count(DISTINCT entry_id) < {candidates} AND count(*) = {chunks}"
-        "  FROM {name})"
-        " AND {base}{where}{filtered}"
+        " WHERE {was_crowded} AND {base}{where}{filtered}"
         " AND c.entry_id <> ALL(ARRAY(SELECT DISTINCT entry_id FROM {name}))"
         " ORDER BY distance LIMIT {depth}",
-        distance=distance, candidates=plan.candidates, chunks=plan.candidates * 2,
-        depth=plan.candidates * 2 * CROWDED_DEPTH, name=scan_name, base=base, where=where,
+        distance=distance, was_crowded=was_crowded, depth=plan.candidates * 2 * CROWDED_DEPTH,
+        name=scan_name, base=base, where=where,
+        filtered=_passes_filter(object_filter, "c.object_id"),
+    )
+    ctes.append(compose("{name} AS MATERIALIZED ({crowded})", name=crowded_name,
+                        crowded=crowded))
+    # Near-identical chunks (a long document repeating itself) can cut the rest of the graph
+    # off from the scan: when the extra scan ran dry before its depth and the candidates are
+    # still short, the remaining entries are ranked exactly (without the index).
+    seen = compose("(SELECT entry_id FROM {scan} UNION SELECT entry_id FROM {crowded})",
+                   scan=scan_name, crowded=crowded_name)
+    rest = compose(
+        "SELECT c.entry_id, min({distance}) AS distance FROM semantic_search_chunkembedding c"
+        " WHERE {was_crowded} AND (SELECT count(*) < {depth} FROM {crowded})"
+        " AND (SELECT count(*) < {candidates} FROM {seen} s)"
+        " AND {base}{where}{filtered} AND c.entry_id <> ALL(ARRAY{seen})"
+        " GROUP BY c.entry_id ORDER BY distance, c.entry_id LIMIT {candidates}",
+        distance=distance, was_crowded=was_crowded, depth=plan.candidates * 2 * CROWDED_DEPTH,
+        crowded=crowded_name, candidates=plan.candidates, seen=seen, base=base, where=where,
         filtered=_passes_filter(object_filter, "c.object_id"),
     )
     nearest = compose(
         "SELECT n.entry_id, min(n.distance) AS distance"
-        " FROM (SELECT * FROM {name} UNION ALL ({more})) n"
+        " FROM (SELECT * FROM {name} UNION ALL SELECT * FROM {crowded} UNION ALL ({rest})) n"
         " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT {candidates}",
-        name=scan_name, more=more, candidates=plan.candidates,
+        name=scan_name, crowded=crowded_name, rest=rest, candidates=plan.candidates,
     )
     body = nearest
     if object_filter is not None:
