@@ -70,6 +70,8 @@ DEFAULTS: dict[str, Any] = {
     # every arm both share (off by default: it costs pooled cross-language recall, README).
     "SAME_LANGUAGE_FIRST": False,
     "QUERY_CACHE_SIZE": 1024,
+    # Characters of a result's snippet (search_highlight): its best sentence and neighbours.
+    "SNIPPET_CHARS": 300,
 }
 
 

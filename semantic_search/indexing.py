@@ -33,6 +33,7 @@ from .languages import search_config
 from .memory import release_free_memory
 from .models import ChunkEmbedding, IndexState, SearchEntry
 from .registry import MAX_LEXICAL_CHARS, Document, Registration, get_registration, is_registered
+from .segmentation import segment
 from .sql import SQL, compose, join
 
 logger = logging.getLogger(__name__)
@@ -205,16 +206,17 @@ def _lock_entries(cursor, entry_ids: list[int]) -> tuple[dict[int, tuple], list[
 
 def _tsvector_sql(document: Document, config: str, whole: bool = True) -> SQL:
     """Each field's first MAX_LEXICAL_CHARS with positions and weights, and (``whole``) its
-    words up to MAX_LEXICAL_TEXT without them (see registry.py)."""
+    words up to MAX_LEXICAL_TEXT without them (see registry.py); text in scripts written without
+    spaces as character bigrams (segmentation.py)."""
     pieces = []
     for part in document.parts:
         pieces.append(compose("setweight(to_tsvector({config}::regconfig, {text}), {weight})",
-                              config=config, text=part.text[:MAX_LEXICAL_CHARS],
+                              config=config, text=segment(part.text[:MAX_LEXICAL_CHARS]),
                               weight=part.weight))
         rest = part.text[MAX_LEXICAL_CHARS : registry.MAX_LEXICAL_TEXT] if whole else ""
         if rest:
             pieces.append(compose("strip(to_tsvector({config}::regconfig, {text}))",
-                                  config=config, text=rest))
+                                  config=config, text=segment(rest)))
     return join(" || ", pieces) if pieces else SQL("''::tsvector")
 
 

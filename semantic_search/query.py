@@ -236,6 +236,10 @@ def _lexical_ctes(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQL:
     return compose("{terms}, lexical AS MATERIALIZED ({body})", terms=terms, body=body)
 
 
+# A chunk's place in the document text, and the nearest chunk's of an entry's rows ``n``.
+SPAN = SQL('int4range(c.start, c."end")')
+BEST_SPAN = SQL("(array_agg(n.span ORDER BY n.distance))[1]")
+
 # How many times the first scan's depth the extra scan of a crowded vector arm reads (it skips
 # the entries the first scan saw; the chunks of further long documents count against it).
 CROWDED_DEPTH = 5
@@ -270,8 +274,10 @@ def _vector_cte(
     )
     where = _chunk_conditions(arm, plan)
     scan = compose(
-        "SELECT c.entry_id, {distance} AS distance FROM semantic_search_chunkembedding c"
+        "SELECT c.entry_id, {distance} AS distance, {span} AS span"
+        " FROM semantic_search_chunkembedding c"
         " WHERE {base}{where}{filtered} ORDER BY distance LIMIT {chunks}",
+        span=SPAN,
         distance=distance, base=base, where=where,
         filtered=_passes_filter(object_filter, "c.object_id"), chunks=plan.candidates * 2,
     )
@@ -293,12 +299,13 @@ def _vector_cte(
         candidates=plan.candidates, chunks=plan.candidates * 2, name=scan_name,
     )
     crowded = compose(
-        "SELECT c.entry_id, {distance} AS distance FROM semantic_search_chunkembedding c"
+        "SELECT c.entry_id, {distance} AS distance, {span} AS span"
+        " FROM semantic_search_chunkembedding c"
         " WHERE {was_crowded} AND {base}{where}{filtered}"
         " AND c.entry_id <> ALL(ARRAY(SELECT DISTINCT entry_id FROM {name}))"
         " ORDER BY distance LIMIT {depth}",
         distance=distance, was_crowded=was_crowded, depth=plan.candidates * 2 * CROWDED_DEPTH,
-        name=scan_name, base=base, where=where,
+        name=scan_name, base=base, where=where, span=SPAN,
         filtered=_passes_filter(object_filter, "c.object_id"),
     )
     ctes.append(compose("{name} AS MATERIALIZED ({crowded})", name=crowded_name,
@@ -309,29 +316,35 @@ def _vector_cte(
     seen = compose("(SELECT entry_id FROM {scan} UNION SELECT entry_id FROM {crowded})",
                    scan=scan_name, crowded=crowded_name)
     rest = compose(
-        "SELECT c.entry_id, min({distance}) AS distance FROM semantic_search_chunkembedding c"
-        " WHERE {was_crowded} AND (SELECT count(*) < {depth} FROM {crowded})"
-        " AND (SELECT count(*) < {candidates} FROM {seen} s)"
-        " AND {base}{where}{filtered} AND c.entry_id <> ALL(ARRAY{seen})"
-        " GROUP BY c.entry_id ORDER BY distance, c.entry_id LIMIT {candidates}",
+        "SELECT n.entry_id, min(n.distance) AS distance, {best_span} AS span"
+        " FROM (SELECT c.entry_id, {distance} AS distance, {span} AS span"
+        "  FROM semantic_search_chunkembedding c"
+        "  WHERE {was_crowded} AND (SELECT count(*) < {depth} FROM {crowded})"
+        "  AND (SELECT count(*) < {candidates} FROM {seen} s)"
+        "  AND {base}{where}{filtered} AND c.entry_id <> ALL(ARRAY{seen})) n"
+        " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT {candidates}",
         distance=distance, was_crowded=was_crowded, depth=plan.candidates * 2 * CROWDED_DEPTH,
         crowded=crowded_name, candidates=plan.candidates, seen=seen, base=base, where=where,
-        filtered=_passes_filter(object_filter, "c.object_id"),
+        filtered=_passes_filter(object_filter, "c.object_id"), span=SPAN, best_span=BEST_SPAN,
     )
     nearest = compose(
-        "SELECT n.entry_id, min(n.distance) AS distance"
+        "SELECT n.entry_id, min(n.distance) AS distance, {best_span} AS span"
         " FROM (SELECT * FROM {name} UNION ALL SELECT * FROM {crowded} UNION ALL ({rest})) n"
         " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT {candidates}",
         name=scan_name, crowded=crowded_name, rest=rest, candidates=plan.candidates,
+        best_span=BEST_SPAN,
     )
     body = nearest
     if object_filter is not None:
         exact = compose(
-            "SELECT c.entry_id, min({distance}) AS distance FROM allowed_entries a"
-            " JOIN semantic_search_chunkembedding c ON c.entry_id = a.entry_id"
-            " WHERE {base}{where} GROUP BY c.entry_id ORDER BY distance, c.entry_id"
-            " LIMIT {candidates}",
+            "SELECT n.entry_id, min(n.distance) AS distance, {best_span} AS span"
+            " FROM (SELECT c.entry_id, {distance} AS distance, {span} AS span"
+            "  FROM allowed_entries a"
+            "  JOIN semantic_search_chunkembedding c ON c.entry_id = a.entry_id"
+            "  WHERE {base}{where}) n"
+            " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT {candidates}",
             distance=distance, base=base, where=where, candidates=plan.candidates,
+            span=SPAN, best_span=BEST_SPAN,
         )
         body = _gated(nearest, exact)
     ctes.append(compose("vector_{index} AS MATERIALIZED ({body})", index=SQL(str(index)),
@@ -351,17 +364,20 @@ def _vector_cte(
     return join(", ", ctes)
 
 
-def _arm_select(source: str, label: str, score: str, order: str, weight: float, floor: SQL) -> SQL:
-    """One arm's candidates: rank, raw score, score min-max normalized within the arm, and
-    whether the candidate clears the arm's relevance floor."""
+def _arm_select(
+    source: str, label: str, score: str, order: str, weight: float, floor: SQL, span: str
+) -> SQL:
+    """One arm's candidates: rank, raw score, score min-max normalized within the arm, whether
+    the candidate clears the arm's relevance floor, and the span of its best chunk (vector
+    arms)."""
     return compose(
-        "SELECT entry_id, {label}::text AS arm, {weight}::float8 AS weight,"
+        "SELECT entry_id, {label}::text AS arm, {weight}::float8 AS weight, {span} AS span,"
         " {score} AS score, row_number() OVER (ORDER BY {order}, entry_id) AS rank,"
         " ({score} - min({score}) OVER ())"
         " / nullif(max({score}) OVER () - min({score}) OVER (), 0) AS norm,"
         " {floor} AS match FROM {source}",
         label=label, weight=weight, score=SQL(score), order=SQL(order), floor=floor,
-        source=SQL(source),
+        source=SQL(source), span=SQL(span),
     )
 
 
@@ -468,7 +484,8 @@ def _vector_match(index: int, arm: VectorArm, plan: SearchPlan) -> SQL:
 
 def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQL:
     """One statement returning ``object_id, score, lexical_rank, lexical_score, vector_rank,
-    vector_score, search_config, language`` for the fused candidates, best first."""
+    vector_score, search_config, language, chunk_start, chunk_end`` for the fused candidates
+    (the chunk: the character span of the best-ranked vector arm's nearest chunk)."""
     if plan.lexical is None and not plan.vectors:
         raise ValueError("a search needs at least one arm")
     ctes, arms = [_settings_cte(plan)], []
@@ -478,13 +495,13 @@ def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQ
         ctes.append(_lexical_ctes(plan, object_filter))
         # A keyword match is a match: BM25 only scores documents that contain a query lexeme.
         arms.append(_arm_select("lexical", "lexical", "score", "score DESC",
-                                plan.lexical.weight, SQL("true")))
+                                plan.lexical.weight, SQL("true"), "NULL::int4range"))
     if any(arm.gate is not None for arm in plan.vectors):
         ctes.append(_known_words_cte(plan))
     for index, arm in enumerate(plan.vectors):
         ctes.append(_vector_cte(index, arm, plan, object_filter))
         arms.append(_arm_select(f"vector_{index}", arm.label, "(1 - distance)", "distance",
-                                arm.weight, _vector_match(index, arm, plan)))
+                                arm.weight, _vector_match(index, arm, plan), "span"))
     required = EMPTY
     if plan.exclusions:
         required = compose(" AND {matches}", matches=_matches("e", plan.exclusions))
@@ -499,15 +516,17 @@ def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQ
         "  min(rank) FILTER (WHERE arm = 'lexical') AS lexical_rank,"
         "  max(score) FILTER (WHERE arm = 'lexical') AS lexical_score,"
         "  min(rank) FILTER (WHERE arm <> 'lexical') AS vector_rank,"
-        "  max(score) FILTER (WHERE arm <> 'lexical') AS vector_score{raw_scores}"
+        "  max(score) FILTER (WHERE arm <> 'lexical') AS vector_score,"
+        "  (array_agg(span ORDER BY rank) FILTER (WHERE span IS NOT NULL))[1] AS span{raw_scores}"
         "  FROM arms GROUP BY entry_id HAVING bool_or(match)),"
         " scored AS MATERIALIZED (SELECT e.object_id, f.score / nullif({applicable}, 0) AS score,"
         "  f.lexical_rank, f.lexical_score, f.vector_rank, f.vector_score, e.search_config,"
-        "  e.language{per_arm}"
+        "  e.language, f.span{per_arm}"
         "  FROM fused f JOIN semantic_search_searchentry e ON e.id = f.entry_id"
         "  WHERE true{required})"
         " SELECT s.object_id, least(s.score, {cap}) AS score, s.lexical_rank, s.lexical_score,"
-        "  s.vector_rank, s.vector_score, s.search_config, s.language FROM scored s",
+        "  s.vector_rank, s.vector_score, s.search_config, s.language,"
+        "  lower(s.span) AS chunk_start, upper(s.span) AS chunk_end FROM scored s",
         ctes=join(", ", ctes), arms=join(" UNION ALL ", arms), fused=_fused_score(plan),
         raw_scores=raw_scores, applicable=_applicable_weight(visibility), per_arm=per_arm,
         required=required, cap=cap,

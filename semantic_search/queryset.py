@@ -10,6 +10,7 @@ limit.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,7 +21,7 @@ from django.db.models import Q
 from django.db.models.expressions import RawSQL
 from django.db.models.sql.constants import INNER
 
-from . import conf
+from . import conf, snippets
 from .languages import config_language
 from .query import SearchPlan, VectorArm, build_search_sql
 from .registry import get_registration
@@ -39,6 +40,7 @@ SEARCH_ALIAS = "semantic_search_results"
 SEARCH_ANNOTATIONS = (
     "search_score", "search_lexical_rank", "search_lexical_score", "search_vector_rank",
     "search_vector_score", "search_language", "search_route", "search_highlight",
+    "search_chunk_start", "search_chunk_end",
 )
 
 
@@ -131,36 +133,21 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _highlight_sql(model: type[models.Model]) -> str | None:
-    """ts_headline over the registered text columns, HTML-escaped, with <b> marks."""
-    registration = get_registration(model)
-    quote = _quote
-    columns = []
-    for name in registration.fields:
-        try:
-            field = model._meta.get_field(name)
-        except Exception:  # noqa: BLE001  (methods and a__b paths have no column)
-            continue
-        if getattr(field, "concrete", False) and not field.is_relation and field.column:
-            columns.append(f"{quote(model._meta.db_table)}.{quote(field.column)}")
-    if not columns:
-        return None
-    text = f"concat_ws(' … ', {', '.join(columns)})"
-    escaped = f"replace(replace(replace({text}, '&', '&amp;'), '<', '&lt;'), '>', '&gt;')"
-    lexemes = (
-        f"ARRAY(SELECT '''' || replace(replace(l, '\\', '\\\\'), '''', '''''') || ''''"
-        f" FROM unnest(tsvector_to_array(to_tsvector({SEARCH_ALIAS}.search_config::regconfig,"
-        " %s))) AS l)"
-    )
-    tsquery = f"coalesce(nullif(array_to_string({lexemes}, ' | '), ''), '')::tsquery"
-    options = (
-        "StartSel=<b>, StopSel=</b>, MaxWords=30, MinWords=10, MaxFragments=2, "
-        "FragmentDelimiter=\" … \""
-    )
-    return (
-        f"ts_headline({SEARCH_ALIAS}.search_config::regconfig, {escaped}, {tsquery}, "
-        f"'{options}')"
-    )
+# Fetched results whose snippets are computed together (one batch of sentence vectors).
+HIGHLIGHT_BATCH = 100
+
+
+class HighlightedIterable(models.query.ModelIterable):
+    """Model instances of a search, with ``search_highlight`` set per batch of fetched rows
+    (a lazy string: computed for the batch when first read; snippets.py)."""
+
+    def __iter__(self):
+        state = self.queryset._search_state
+        rows = super().__iter__()
+        while batch := list(itertools.islice(rows, HIGHLIGHT_BATCH)):
+            if state is not None:
+                snippets.highlight(batch, state.query, state.plan)
+            yield from batch
 
 
 def _mentions_search(args: tuple, kwargs: dict) -> bool:
@@ -219,9 +206,10 @@ class SemanticSearchQuerySet(models.QuerySet):
         "weighted". ``floor``: drop candidates that are no match (default: the ``FLOOR``
         setting, on; see floor.py). Results are annotated with ``search_score``,
         ``search_lexical_rank``, ``search_lexical_score``, ``search_vector_rank``,
-        ``search_vector_score``, ``search_language``, ``search_route`` and
-        ``search_highlight``. An empty query gives
-        an empty queryset.
+        ``search_vector_score``, ``search_language``, ``search_route``,
+        ``search_chunk_start``/``search_chunk_end`` (the best-matching chunk's place in the
+        indexed text) and ``search_highlight`` (HTML: the best sentences of that chunk, query
+        words in ``<b>``; see snippets.py). An empty query gives an empty queryset.
         """
         self._check_searchable()
         checked_candidates(candidates)
@@ -321,12 +309,13 @@ class SemanticSearchQuerySet(models.QuerySet):
             "search_language": models.Value(language, output_field=models.CharField()),
             "search_route": models.Value(route_label, output_field=models.CharField()),
         }
-        highlight = _highlight_sql(self.model)
-        if highlight is not None:
-            annotations["search_highlight"] = RawSQL(
-                highlight, (state.query,), output_field=models.TextField()
+        for name in ("chunk_start", "chunk_end"):
+            annotations[f"search_{name}"] = RawSQL(
+                f"{SEARCH_ALIAS}.{name}", (), output_field=models.IntegerField()
             )
-        return clone.annotate(**annotations).order_by("-search_score", "pk")
+        searched = clone.annotate(**annotations).order_by("-search_score", "pk")
+        searched._iterable_class = HighlightedIterable
+        return searched
 
     def _attach(self, state: SearchState) -> None:
         self._search_state = state

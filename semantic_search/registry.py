@@ -71,11 +71,19 @@ class Registration:
         return self.model._meta.label
 
     def document(self, instance: models.Model) -> Document:
-        parts = tuple(
+        parts = self._parts(instance)
+        return Document(parts, self.language_of(instance, parts))
+
+    def text(self, instance: models.Model) -> str:
+        """The instance's indexed text as it is chunked (``Document.text``), without detecting
+        its language."""
+        return Document(self._parts(instance), None).text
+
+    def _parts(self, instance: models.Model) -> tuple[DocumentPart, ...]:
+        return tuple(
             DocumentPart(name, weight, clean_text(_read_value(instance, name)))
             for name, weight in self.fields.items()
         )
-        return Document(parts, self.language_of(instance, parts))
 
     def language_of(self, instance: models.Model, parts: tuple[DocumentPart, ...]) -> str | None:
         if self.language_field:

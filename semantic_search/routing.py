@@ -10,7 +10,8 @@ Routes (``languages=``):
 
 An unsure detection never guesses: it takes the multilingual embedder and reads the query's
 lexemes with every configuration the model's index holds. Languages Postgres does not segment
-(Chinese, Japanese, Thai, ...) get no lexical arm.
+(Chinese, Japanese, Thai, ...) are read as character bigrams, as their documents are indexed
+(segmentation.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any
 from . import conf
 from .embedders import get_embedder
 from .languages import (
-    UNSEGMENTED_LANGUAGES,
     Detection,
     detect_language,
     normalize_code,
@@ -34,6 +34,7 @@ from .languages import (
 )
 from .query import LexicalArm, SearchPlan, VectorArm
 from .registry import clean_text
+from .segmentation import segment, segment_websearch
 
 MODES = ("hybrid", "vector", "lexical")
 LANGUAGE_MODES = ("auto", "same", "all")
@@ -131,7 +132,7 @@ def route(
     # (one language's lexemes) would pull same-language documents ahead (measured on pooled
     # XQuAD, README). Typed -exclusions still hold (they filter every result).
     cross_lingual = languages == "all" and mode == "hybrid"
-    if mode != "vector" and not cross_lingual and lang not in UNSEGMENTED_LANGUAGES:
+    if mode != "vector" and not cross_lingual:
         # Unsure: read the query's lexemes with every configuration the index holds.
         configs = (search_config(lang),) if lang else None
     restrict = lang if languages == "same" and lang else None
@@ -270,7 +271,8 @@ def make_plan(
     )
     lexical = None
     if has_lexical:
-        lexical = LexicalArm(chosen.lexical_configs, plain or query, lexical_weight, phrases)
+        lexical = LexicalArm(chosen.lexical_configs, segment(plain or query), lexical_weight,
+                             segment_websearch(phrases))
     specs = {spec.name: spec for spec in conf.embedder_specs()}
     with_floor = conf.get("FLOOR") if floor is None else floor
     vectors = []
@@ -290,9 +292,9 @@ def make_plan(
         vectors=tuple(vectors),
         **settings,
         language=chosen.restrict_language,
-        exclusions=exclusions,
+        exclusions=segment_websearch(exclusions),
         relative_floor=float(conf.get("FLOOR_RELATIVE")),
         same_language_first=bool(conf.get("SAME_LANGUAGE_FIRST")),
-        text=plain or query,
+        text=segment(plain or query),
         unsegmented=unsegmented(plain or query, chosen.language),
     )

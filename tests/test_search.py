@@ -129,12 +129,51 @@ def test_cross_lingual_route_is_the_multilingual_space_and_keeps_exclusions(corp
     assert all("polonia" not in (a.title + a.body).lower() for a in results[:20])
 
 
-def test_chinese_query_takes_a_vector_only_route(corpus):
-    question = questions("zh")[0]
-    qs = Article.objects.semantic_search(question["question"])
-    assert qs.search_route.lexical_configs == ()
+def test_chinese_questions_have_a_lexical_arm_of_character_bigrams(corpus):
+    asked = questions("zh")[::3]
+    hits = 0
+    for question in asked:
+        top = Article.objects.semantic_search(
+            question["question"], mode="lexical", languages="same")[:3]
+        hits += question["external_id"] in {a.external_id for a in top}
+    assert hits / len(asked) >= 0.7, (hits, len(asked))
+    qs = Article.objects.semantic_search(questions("zh")[0]["question"])
+    assert qs.search_route.lexical_configs == ("simple",)
     assert qs.search_route.embedders == ("multilingual",)
-    assert qs[0].search_lexical_rank is None
+    assert qs[0].search_lexical_rank is not None
+
+
+UNSEGMENTED_TEXTS = [
+    ("ja", "東京タワー",
+     "東京タワーは東京都港区にある電波塔で、1958年に完成した。高さは333メートルである。"),
+    ("ja", "富士山",
+     "富士山は日本で最も高い山であり、標高は3776メートルである。静岡県と山梨県にまたがる。"),
+    ("ja", "寿司", "寿司は酢飯と魚介類を組み合わせた日本料理である。江戸時代に屋台で広まった。"),
+    ("th", "กรุงเทพมหานคร", "กรุงเทพมหานครเป็นเมืองหลวงและเมืองที่มีประชากรมากที่สุดของประเทศไทย"),
+    ("th", "ช้างไทย", "ช้างเป็นสัตว์ประจำชาติของประเทศไทยและเคยใช้ในการทำสงคราม"),
+    ("th", "ต้มยำกุ้ง", "ต้มยำกุ้งเป็นอาหารไทยที่มีรสเปรี้ยวและเผ็ด ใส่ตะไคร้และใบมะกรูด"),
+]
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("富士山の標高", "富士山"),
+    ("東京タワーの高さ", "東京タワー"),
+    ('"酢飯"', "寿司"),
+    ("เมืองหลวงของประเทศไทย", "กรุงเทพมหานคร"),
+    ("ต้มยำ", "ต้มยำกุ้ง"),
+])
+def test_japanese_and_thai_documents_are_found_by_their_words(query, expected):
+    articles = Article.objects.bulk_create(
+        Article(title=title, body=body, language=language, external_id=f"unsegmented-{i}")
+        for i, (language, title, body) in enumerate(UNSEGMENTED_TEXTS)
+    )
+    indexing.index_entries(changes.record_saved(Article, [a.pk for a in articles]))
+    found = list(Article.objects.semantic_search(query, mode="lexical", floor=False))
+    assert [a.title for a in found][:1] == [expected], [a.title for a in found]
+    assert found[0].search_lexical_rank == 1
+    excluded = Article.objects.semantic_search(f"{query} -{expected}", mode="lexical",
+                                               floor=False)
+    assert expected not in {a.title for a in excluded}
 
 
 def test_filters_inside_the_statement_and_chaining(corpus):
@@ -175,6 +214,49 @@ def test_highlight_marks_query_words_in_the_documents_language(corpus):
     top = Article.objects.semantic_search("Warsaw football club", languages="same")[0]
     assert "<b>" in top.search_highlight
     assert "<script>" not in top.search_highlight
+
+
+def _answer_shown(asked: str, shown: str) -> float:
+    """Share of right top-1 results (questions in ``asked`` against the paragraphs in ``shown``)
+    whose snippet contains the answer in the paragraph's language."""
+    import html
+    import re
+
+    answers = {paragraph_key(q["external_id"]): q["answer"] for q in questions(shown)}
+    right = found = 0
+    for question in questions(asked):
+        key = paragraph_key(question["external_id"])
+        top = Article.objects.filter(language=shown).semantic_search(question["question"])[:1]
+        if not top or top[0].external_id != f"{key}-{shown}":
+            continue
+        right += 1
+        plain = html.unescape(re.sub(r"<[^>]+>", "", str(top[0].search_highlight)))
+        found += answers[key].casefold() in plain.casefold()
+    assert right >= 20, right
+    return found / right
+
+
+@pytest.mark.parametrize("asked, shown", [("en", "en"), ("de", "de"), ("de", "en"),
+                                          ("zh", "en"), ("en", "es")])
+def test_snippets_show_the_sentence_that_answers_the_question(corpus, asked, shown):
+    """Found by meaning in another language or by words in the same one, the snippet is the
+    best chunk's best sentence(s) in the document's language (ts_headline showed a document's
+    first words when no query word occurred in it)."""
+    assert _answer_shown(asked, shown) >= 0.75
+
+
+def test_snippets_cost_nothing_until_read_and_degrade_to_words(corpus, monkeypatch, caplog):
+    from semantic_search import snippets
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no model here")
+
+    monkeypatch.setattr(snippets.sentence_vectors, "get", broken)
+    page = list(Article.objects.semantic_search("Wo liegt der Sächsische Garten?")[:10])
+    assert len(page) == 10  # fetched without computing a snippet
+    with caplog.at_level("WARNING", logger="semantic_search.snippets"):
+        shown = [str(a.search_highlight) for a in page]
+    assert all(shown) and "snippets by meaning failed" in caplog.text
 
 
 def test_websearch_syntax_is_honoured(corpus):

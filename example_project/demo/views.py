@@ -25,7 +25,7 @@ def search(request):
         route = results.search_route
         page = Paginator(results, 10).get_page(request.GET.get("page"))
         for article in page.object_list:
-            # search_highlight is HTML-escaped by the database; only <b> marks are added.
+            # search_highlight is HTML-escaped text; only <b> marks are added (snippets.py).
             article.snippet = mark_safe(article.search_highlight)
     context = {
         "query": query, "languages": languages, "mode": mode, "page": page, "route": route,

@@ -213,7 +213,7 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"  {'#':>2}  {'score':>6}  lang  {pad('title', TITLE_WIDTH)}  snippet")
         for rank, article in enumerate(results, start=1):
-            snippet = article.search_highlight or html.escape(article.body)
+            snippet = str(article.search_highlight) or html.escape(article.body)
             self.stdout.write(
                 f"  {rank:>2}  {article.search_score:>6.3f}  {article.language:<4}  "
                 f"{pad(article.title, TITLE_WIDTH)}  "
