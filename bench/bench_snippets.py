@@ -30,13 +30,12 @@ sys.path.insert(0, str(PROJECT_DIR / "bench"))
 
 import bench_quality as quality  # noqa: E402
 
-# (label, LEXICAL_SHARE, MEANING_BELOW): snippet policies compared on the same results.
+# (label, LEXICAL_SHARE, meaning): snippet policies compared on the same results.
 POLICIES = (
-    ("words only", 0.1, 0.0),
-    ("meaning only", 0.0, 1.01),
-    ("meaning + words", 0.1, 1.01),
-    ("meaning + words, meaning below 0.5 of the words", 0.1, 0.5),
-    ("meaning + words, meaning below 0.34 of the words", 0.1, 0.34),
+    ("words only", 0.1, "none"),
+    ("meaning only", 0.0, "all"),
+    ("meaning + words", 0.1, "all"),
+    ("words, meaning among ties (default)", 0.1, "ties"),
 )
 PREVIOUS_OPTIONS = ("StartSel=<b>, StopSel=</b>, MaxWords=30, MinWords=10, MaxFragments=2, "
                     "FragmentDelimiter=\" … \"")
@@ -90,7 +89,7 @@ def count_requests() -> None:
     snippets.sentence_vectors.get = recording
 
 
-def run_setting(label: str, corpus: Path, questions: dict, answer_of: dict, limit: int) -> dict:
+def run_setting(setting: str, corpus: Path, questions: dict, answer_of: dict, limit: int) -> dict:
     from semantic_search import snippets
     from semantic_search.contrib.evaluation import evaluate as evaluation
     from semantic_search.contrib.evaluation.models import EvaluationDocument
@@ -118,7 +117,7 @@ def run_setting(label: str, corpus: Path, questions: dict, answer_of: dict, limi
         for label, share, below in POLICIES:  # sentences a first view encodes, per policy
             requested.clear()
             snippets.LEXICAL_SHARE = share
-            snippets.snippets_of(page, question, plan, meaning_below=below)
+            snippets.snippets_of(page, question, plan, meaning=below)
             encoded[label].append(len(requested))
         snippets.LEXICAL_SHARE = DEFAULT_SHARE
         if not page or page[0].doc_id != question_id.split("|")[0]:
@@ -129,11 +128,11 @@ def run_setting(label: str, corpus: Path, questions: dict, answer_of: dict, limi
         assert shown[0] == snippets.snippets_of(page[:1], question, plan)[0]
         for label, share, below in POLICIES:
             snippets.LEXICAL_SHARE = share
-            text = snippets.snippets_of(page[:1], question, plan, meaning_below=below)[0]
+            text = snippets.snippets_of(page[:1], question, plan, meaning=below)[0]
             found[label] += contains(text, answer)
         snippets.LEXICAL_SHARE = DEFAULT_SHARE
     right = max(stats["right_top1"], 1)
-    row = [label, str(stats["asked"]), str(stats["right_top1"]),
+    row = [setting, str(stats["asked"]), str(stats["right_top1"]),
            f"{stats['previous'] / right:.3f}",
            *(f"{found[name] / right:.3f} ({statistics.mean(encoded[name]):.0f})"
              for name, _, _ in POLICIES),

@@ -70,6 +70,11 @@ DEFAULTS: dict[str, Any] = {
     # every arm both share (off by default: it costs pooled cross-language recall, README).
     "SAME_LANGUAGE_FIRST": False,
     "QUERY_CACHE_SIZE": 1024,
+    # When the script leaves several languages, a query takes the language whose indexed
+    # documents best explain its first words (langdetect a weak second opinion) if that
+    # language's posterior reaches this, else it is unsure (evidence.py; 0 or None: langdetect
+    # alone decides, and queries under three words stay unsure).
+    "SHORT_QUERY_EVIDENCE": 0.95,
     # Characters of a result's snippet (search_highlight): its best sentence and neighbours.
     "SNIPPET_CHARS": 300,
 }

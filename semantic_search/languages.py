@@ -185,6 +185,18 @@ def _langdetect_probabilities(text: str, allowed: frozenset[str] | None) -> dict
     return probabilities
 
 
+def script_candidates(text: str, allowed: list[str] | frozenset[str]) -> frozenset[str]:
+    """The ``allowed`` languages written in the text's dominant script."""
+    allowed_set = frozenset(filter(None, map(normalize_code, allowed)))
+    script, _ = dominant_script(text)
+    if script is None:
+        return frozenset()
+    if script == "LATIN":
+        return frozenset(
+            c for c in allowed_set if not any(c in v for v in SCRIPT_LANGUAGES.values()))
+    return SCRIPT_LANGUAGES.get(script, frozenset()) & allowed_set
+
+
 def detect_language(
     text: str,
     allowed: list[str] | frozenset[str] | None = None,

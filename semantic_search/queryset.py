@@ -22,6 +22,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.sql.constants import INNER
 
 from . import conf, snippets
+from .evidence import short_query_language
 from .languages import config_language
 from .query import SearchPlan, VectorArm, build_search_sql
 from .registry import get_registration
@@ -183,6 +184,19 @@ def indexed_languages(content_type_id: int, using: str) -> frozenset[str]:
     return languages
 
 
+def _index_evidence(content_type_id: int, using: str):
+    """The short-query language decision on this model's index (None when switched off by
+    ``SHORT_QUERY_EVIDENCE``; see evidence.py)."""
+    threshold = conf.get("SHORT_QUERY_EVIDENCE")
+    if not threshold:
+        return None
+
+    def decide(text: str, candidates: tuple[str, ...]):
+        return short_query_language(text, candidates, content_type_id, using, float(threshold))
+
+    return decide
+
+
 class SemanticSearchQuerySet(models.QuerySet):
     """A QuerySet with ``semantic_search()`` and ``more_like_this()``."""
 
@@ -223,6 +237,7 @@ class SemanticSearchQuerySet(models.QuerySet):
         chosen = route(
             text, languages=languages or conf.get("LANGUAGE_MODE"), language=language, mode=mode,
             indexed_languages=indexed_languages(content_type.id, self.db),
+            evidence=_index_evidence(content_type.id, self.db),
         )
         if chosen.lexical_configs == () and not chosen.embedders:
             return self.none()

@@ -29,6 +29,7 @@ from .languages import (
     Detection,
     detect_language,
     normalize_code,
+    script_candidates,
     search_config,
     unsegmented,
 )
@@ -39,6 +40,10 @@ from .segmentation import segment, segment_websearch
 MODES = ("hybrid", "vector", "lexical")
 LANGUAGE_MODES = ("auto", "same", "all")
 MAX_QUERY_CHARS = 2000
+
+# Detections the index's evidence replaces: langdetect's (its confidence is not evidence:
+# "Schrodinger cat zebra" is German at 0.99999) and those it could not make.
+EVIDENCE_DECIDES = ("langdetect", "unsure", "too-short")
 
 _PHRASE = re.compile(r'"[^"]*"')
 _EXCLUDED_PHRASE = re.compile(r'(?:^|(?<=\s))-("[^"]*")')
@@ -94,12 +99,17 @@ def route(
     language: str | None = None,
     mode: str = "hybrid",
     indexed_languages: frozenset[str] = frozenset(),
+    evidence: Callable[[str, tuple[str, ...]], Detection | None] | None = None,
 ) -> Route:
     """Decide the query language and which arms serve it.
 
     Detection chooses among the site's ``LANGUAGES``, the languages of the monolingual
     embedders and ``indexed_languages`` (those the model's documents are indexed in), so a
-    corpus in a language the settings do not list still gets its own full text.
+    corpus in a language the settings do not list still gets its own full text. When the script
+    leaves several languages, ``evidence`` (the index's, see evidence.py) decides when given,
+    with langdetect's probabilities as a second opinion: called with the query and the
+    candidate languages of its script, it returns a detection, or None when the index holds
+    no evidence (langdetect's answer stands).
     """
     if languages not in LANGUAGE_MODES:
         raise ValueError(f"languages must be one of {LANGUAGE_MODES}, got {languages!r}")
@@ -112,10 +122,11 @@ def route(
             raise ValueError(f"language must be an ISO 639 code such as 'de', got {language!r}")
         detection = Detection(code, 1.0, "given")
     else:
-        detection = query_languages.get(
-            query, candidate_languages(specs, indexed_languages),
-            float(conf.get("LANGUAGE_CONFIDENCE")),
-        )
+        candidates = candidate_languages(specs, indexed_languages)
+        detection = query_languages.get(query, candidates, float(conf.get("LANGUAGE_CONFIDENCE")))
+        if detection.method in EVIDENCE_DECIDES and evidence is not None:
+            decided = evidence(query, tuple(sorted(script_candidates(query, candidates))))
+            detection = decided or detection
     lang = detection.language
     embedders: list[str] = []
     if mode != "lexical":

@@ -2,9 +2,10 @@
 
 For each fetched result: the text of its best-matching chunk (the span the search statement
 returns for the best-ranked vector arm; the whole indexed text for a keyword-only hit), split
-into sentences; each sentence is scored by meaning (cosine between the query vector and the
-sentence's vector from the same embedder, encoded in one batch per page and cached) plus a
-share for the query's words it contains; the best sentence and its neighbours up to
+into sentences; each sentence is scored by the share of the query's words it contains and,
+where the words do not single one out, by meaning (cosine between the query vector and the
+sentence's vector from the same embedder: encoded in one batch per page, ~20-50 ms a sentence
+on a CPU, and cached); the best sentence and its neighbours up to
 ``SNIPPET_CHARS`` form the snippet, HTML-escaped, with the query's words marked ``<b>``. It is
 in the document's own language, so a result found across languages shows its own words.
 """
@@ -12,6 +13,7 @@ in the document's own language, so a result found across languages shows its own
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 from collections import OrderedDict
@@ -41,9 +43,6 @@ STEM_CHARS = 5
 # Share of the best sentence's score from the query words it contains (tuned on XQuAD, see
 # bench/bench_snippets.py).
 LEXICAL_SHARE = 0.1
-# Sentences are scored by meaning (encoded: ~20-50 ms each on a CPU) only in results whose best
-# sentence holds less than this share of the query's words (see bench/bench_snippets.py).
-MEANING_BELOW = 1.01
 # Text of a keyword-only hit that is looked at (no chunk span: the document's first part).
 MAX_SCANNED_CHARS = 100_000
 
@@ -266,19 +265,18 @@ class LazyHighlight(Promise):
 
 
 def snippets_of(
-    objects: Sequence[Model], query: str, plan: SearchPlan | None,
-    meaning_below: float | None = None,
+    objects: Sequence[Model], query: str, plan: SearchPlan | None, meaning: str = "ties",
 ) -> list[str]:
     """The snippet of each result (see the module docstring); ``plan`` None: by words only.
-    Sentences are scored by meaning only in results whose best sentence holds less than
-    ``meaning_below`` (default MEANING_BELOW) of the query's words."""
+    ``meaning``: which sentences are also scored by meaning: ``"ties"`` (default) those that
+    share the most query words when several do (all, when none holds a query word; with one
+    clear best by words, none are encoded), ``"all"``, or ``"none"``."""
     if not objects:
         return []
     registration = get_registration(objects[0])
     max_chars = int(conf.get("SNIPPET_CHARS"))
-    threshold = MEANING_BELOW if meaning_below is None else meaning_below
     terms = query_terms(query)
-    arm = _snippet_arm(plan)
+    arm = _snippet_arm(plan) if meaning != "none" else None
     work = []
     for obj in objects:
         text = registration.text(obj)
@@ -289,36 +287,41 @@ def snippets_of(
             start, end = 0, min(len(text), MAX_SCANNED_CHARS)
         sentences = split_sentences(text, start, end)
         words = [lexical_evidence(text[s.start : s.end], terms) for s in sentences]
-        by_meaning = arm is not None and in_chunk and bool(words) and max(words) < threshold
-        work.append((text, sentences, words, by_meaning))
-    meaning = _meaning_scores(work, arm)
+        encode = [False] * len(sentences)
+        if arm is not None and in_chunk and sentences:
+            best = max(words)
+            encode = [meaning == "all" or share == best for share in words]
+            if meaning == "ties" and sum(encode) == 1:
+                encode = [False] * len(sentences)
+        work.append((text, sentences, words, encode))
+    similarities = _meaning_scores(work, arm)
     snippets = []
-    for (text, sentences, words, _), semantic in zip(work, meaning, strict=True):
+    for (text, sentences, words, encode), semantic in zip(work, similarities, strict=True):
         if not sentences:
             snippets.append("")
             continue
         scores = [LEXICAL_SHARE * share for share in words]
-        if semantic is not None:
-            scores = [score + float(sim) for score, sim in zip(scores, semantic, strict=True)]
+        if any(encode):
+            scores = [score + float(sim) if chosen else -math.inf
+                      for score, sim, chosen in zip(scores, semantic, encode, strict=True)]
         start, end = choose_window(text, sentences, scores, max_chars)
         snippets.append(render(text, start, end, terms, max_chars))
     return snippets
 
 
-def _meaning_scores(work: list, arm: VectorArm | None) -> list[np.ndarray | None]:
-    """Per result, the cosine of each sentence with the query vector (one batch), or None."""
-    texts = [text[s.start : s.end] for text, sentences, _, by_meaning in work if by_meaning
-             for s in sentences]
+def _meaning_scores(work: list, arm: VectorArm | None) -> list[np.ndarray]:
+    """Per result, the cosine of each sentence marked for encoding with the query vector (one
+    batch for all results; 0 for the others)."""
+    texts = [text[s.start : s.end] for text, sentences, _, encode in work
+             for s, chosen in zip(sentences, encode, strict=True) if chosen]
+    scores = [np.zeros(len(sentences), dtype=np.float32) for _, sentences, _, _ in work]
     if arm is None or not texts:
-        return [None] * len(work)
+        return scores
     vectors = sentence_vectors.get(arm.embedder, texts)
     query = np.asarray(arm.vector, dtype=np.float32)
-    similarities = vectors @ query / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
-    scores, position = [], 0
-    for _, sentences, _, by_meaning in work:
-        if by_meaning:
-            scores.append(similarities[position : position + len(sentences)])
-            position += len(sentences)
-        else:
-            scores.append(None)
+    similarities = iter(vectors @ query / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12))
+    for (_, _, _, encode), row in zip(work, scores, strict=True):
+        for index, chosen in enumerate(encode):
+            if chosen:
+                row[index] = next(similarities)
     return scores

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import semantic_search
 from example_project.demo.models import Article, Topic
 from semantic_search import NotRegistered, changes, indexing, lexical
+from semantic_search.languages import search_config
 from semantic_search.models import ChunkEmbedding, SearchEntry
 
 DATA = Path(__file__).resolve().parent.parent / "example_project" / "demo" / "data"
@@ -485,6 +486,26 @@ def test_exact_and_top_impact_lexical_branches_agree(corpus, settings, language)
     scores = [(a.pk, round(a.search_lexical_score, 9)) for a in exact[:20]]
     assert len(scores) >= 5
     assert scores == [(a.pk, round(a.search_lexical_score, 9)) for a in top_impact[:20]]
+
+
+@pytest.mark.parametrize("query, language", [
+    ("Sommertheater Zwischenkriegszeit", "de"),  # two words langdetect is not asked about
+    ("Warschau Theaterkomplex", "de"),
+    ("literary cabaret", "en"),
+])
+def test_short_queries_take_the_language_whose_documents_hold_their_words(corpus, query,
+                                                                          language):
+    results = Article.objects.semantic_search(query)
+    assert (results.search_route.language, results.search_route.detection.method) == (
+        language, "index")
+    assert f"lexical:{search_config(language)}" in results.search_route.label
+    assert results[0].language == language
+
+
+def test_words_no_document_holds_leave_a_short_query_unsure(corpus):
+    results = Article.objects.semantic_search("Schrodinger zebra")
+    assert results.search_route.language is None
+    assert results.search_route.detection.method == "too-short"
 
 
 def test_query_language_detection_is_cached(monkeypatch):

@@ -1,0 +1,120 @@
+"""A short query's language from the index: which languages' documents hold its words.
+
+langdetect is right about one or two words only half the time, and overconfident when wrong
+("Schrodinger cat zebra" is German at 0.99999). The model's own index knows better: for each
+candidate language, how many of its documents contain each query word (read with that
+language's text search configuration, so "Photosynthese" is looked up as German and English
+lexemes), and whether the word is one of the language's stop words. The word's probability in
+a language is its smoothed document frequency there; the languages' likelihoods, with
+langdetect's probabilities as a weak, floored second opinion, give a posterior, and a language
+is chosen only when it reaches the threshold (SHORT_QUERY_EVIDENCE). Words no indexed document
+contains, in any language, carry no evidence (a name, a typo): without one, the query stays
+unsure whatever langdetect says.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+from django.db import connections
+
+from .languages import SEARCH_CONFIGS, Detection, _langdetect_probabilities
+
+# The probability of a language's stop word in one of its documents (stop words are not
+# indexed, and most documents hold the common ones).
+STOP_WORD_SHARE = 0.5
+# Additive smoothing of document frequencies (a word seen in no document of a language).
+SMOOTHING = 0.1
+# langdetect's probabilities count with this exponent, floored: alone they never reach the
+# threshold, however sure langdetect is (tuned on bench/bench_short_queries.py's set).
+LANGDETECT_WEIGHT = 0.3
+LANGDETECT_FLOOR = 0.01
+_WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
+
+_FREQUENCIES = """
+SELECT c.language, w.position, st.documents,
+       (SELECT coalesce(sum(df.documents), 0)
+        FROM unnest(tsvector_to_array(to_tsvector(c.config::regconfig, w.word))) AS l(lexeme)
+        JOIN semantic_search_documentfrequency df ON df.content_type_id = %(content_type)s
+         AND df.search_config = c.config AND df.lexeme = l.lexeme) AS documents_with_word,
+       to_tsvector(c.config::regconfig, w.word) = ''::tsvector AS stop_word
+FROM unnest(%(languages)s::text[], %(configs)s::text[]) AS c(language, config)
+JOIN semantic_search_lexicalstats st
+  ON st.content_type_id = %(content_type)s AND st.search_config = c.config AND st.documents > 0
+CROSS JOIN unnest(%(words)s::text[]) WITH ORDINALITY AS w(word, position)
+"""
+
+
+def query_words(text: str, limit: int = 4) -> list[str]:
+    """The query's words (letters only, two or more), at most ``limit``."""
+    return _WORD.findall(text)[:limit]
+
+
+def decide(
+    documents: dict[str, int],
+    frequencies: dict[str, Sequence[int | None]],
+    threshold: float,
+    langdetect: dict[str, float] | None = None,
+) -> Detection | None:
+    """The language whose documents best explain the words, if its posterior reaches
+    ``threshold``. ``documents``: indexed documents per language; ``frequencies``: per language,
+    the number of its documents holding each word (None: a stop word of the language);
+    ``langdetect``: its probabilities, a weak second opinion. None: the index has no evidence
+    (no language indexed, or no word any document holds)."""
+    languages = sorted(language for language, count in documents.items() if count > 0)
+    if not languages:
+        return None
+    count = len(next(iter(frequencies.values()), ()))
+    scores = dict.fromkeys(languages, 0.0)
+    informative = 0
+    for position in range(count):
+        seen = [frequencies[language][position] for language in languages]
+        if all(frequency == 0 for frequency in seen):
+            continue  # no document in any language holds it: no evidence
+        informative += 1
+        for language, frequency in zip(languages, seen, strict=True):
+            probability = STOP_WORD_SHARE if frequency is None else (
+                (frequency + SMOOTHING) / (documents[language] + 2 * SMOOTHING))
+            scores[language] += math.log(probability)
+    if not informative:
+        return None
+    if len(languages) == 1:
+        return Detection(languages[0], 1.0, "index")
+    if langdetect:
+        for language in languages:
+            scores[language] += LANGDETECT_WEIGHT * math.log(
+                max(langdetect.get(language, 0.0), LANGDETECT_FLOOR))
+    top = max(scores.values())
+    weights = {language: math.exp(score - top) for language, score in scores.items()}
+    language = max(weights, key=weights.__getitem__)
+    posterior = weights[language] / sum(weights.values())
+    if posterior < threshold:
+        return Detection(None, posterior, "index-unsure")
+    return Detection(language, posterior, "index")
+
+
+def short_query_language(
+    text: str, candidates: Sequence[str], content_type_id: int, using: str, threshold: float
+) -> Detection | None:
+    """:func:`decide` on the model's index for ``text``'s first words among ``candidates`` (the
+    languages with a text search configuration that the index holds); None: no evidence."""
+    words = query_words(text)
+    languages = [code for code in candidates if code in SEARCH_CONFIGS]
+    if not words or len(languages) < 2:
+        return None
+    with connections[using].cursor() as cursor:
+        cursor.execute(_FREQUENCIES, {
+            "content_type": content_type_id, "languages": languages,
+            "configs": [SEARCH_CONFIGS[code] for code in languages], "words": words,
+        })
+        rows = cursor.fetchall()
+    documents: dict[str, int] = {}
+    frequencies: dict[str, list[int | None]] = {}
+    for language, position, indexed, holding, stop_word in rows:
+        documents[language] = int(indexed)
+        frequencies.setdefault(language, [0] * len(words))
+        frequencies[language][position - 1] = None if stop_word else int(holding)
+    return decide(documents, frequencies, threshold,
+                  _langdetect_probabilities(text, frozenset(languages)))
