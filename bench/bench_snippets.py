@@ -151,6 +151,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--limit-queries", type=int, default=200)
+    parser.add_argument("--same", default=",".join(quality.XQUAD_LANGUAGES),
+                        help="languages asked against their own paragraphs")
+    parser.add_argument("--cross", default=",".join(quality.XQUAD_LANGUAGES[1:]),
+                        help="languages asked against the English paragraphs")
     parser.add_argument("--out", type=Path, default=PROJECT_DIR / "bench" / "results")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -171,13 +175,13 @@ def main() -> int:
                 Path(work) / f"corpus-{lang}.jsonl",
                 [{"_id": pid, "title": "", "text": text, "language": lang}
                  for pid, text in paragraphs.items()])
-        for lang in quality.XQUAD_LANGUAGES:
+        for lang in filter(None, args.same.split(",")):
             # "paragraph|question id": the relevant paragraph and whose answer to look for.
             asked = {f"{pid}|{q}": texts[lang][q] for q, _, pid in sets[lang][1]}
             rows.append(run_setting(f"{lang} (same language)", corpora[lang], asked,
                                     {q: a for q, (_, a) in texts[lang].items()},
                                     args.limit_queries)["row"])
-        for lang in quality.XQUAD_LANGUAGES[1:]:
+        for lang in filter(None, args.cross.split(",")):
             asked = {f"{pid}|{q}": texts[lang][q] for q, _, pid in sets[lang][1]}
             rows.append(run_setting(f"{lang}->en", corpora["en"], asked,
                                     {q: a for q, (_, a) in texts["en"].items()},
