@@ -35,7 +35,8 @@ POLICIES = (
     ("words only", 0.1, "none"),
     ("meaning only", 0.0, "all"),
     ("meaning + words", 0.1, "all"),
-    ("words, meaning among ties (default)", 0.1, "ties"),
+    ("words, meaning among ties", 0.1, "ties"),
+    ("words, meaning where no word matches (default)", 0.1, "unmatched"),
 )
 PREVIOUS_OPTIONS = ("StartSel=<b>, StopSel=</b>, MaxWords=30, MinWords=10, MaxFragments=2, "
                     "FragmentDelimiter=\" … \"")

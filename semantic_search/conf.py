@@ -77,6 +77,9 @@ DEFAULTS: dict[str, Any] = {
     "SHORT_QUERY_EVIDENCE": 0.95,
     # Characters of a result's snippet (search_highlight): its best sentence and neighbours.
     "SNIPPET_CHARS": 300,
+    # Which sentences snippets also score by meaning (encoding them: ~20-50 ms each on a CPU):
+    # "unmatched" (results holding none of the query's words), "ties", "all" or "none".
+    "SNIPPET_MEANING": "unmatched",
 }
 
 

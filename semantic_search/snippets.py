@@ -2,10 +2,11 @@
 
 For each fetched result: the text of its best-matching chunk (the span the search statement
 returns for the best-ranked vector arm; the whole indexed text for a keyword-only hit), split
-into sentences; each sentence is scored by the share of the query's words it contains and,
-where the words do not single one out, by meaning (cosine between the query vector and the
-sentence's vector from the same embedder: encoded in one batch per page, ~20-50 ms a sentence
-on a CPU, and cached); the best sentence and its neighbours up to
+into sentences; each sentence is scored by the share of the query's words it contains and, in
+a result that holds none of them (found by meaning: another language, other words), by meaning
+(cosine between the query vector and the sentence's vector from the same embedder: encoded in
+one batch per page, ~20-50 ms a sentence on a CPU, and cached; SNIPPET_MEANING); the best
+sentence and its neighbours up to
 ``SNIPPET_CHARS`` form the snippet, HTML-escaped, with the query's words marked ``<b>``. It is
 in the document's own language, so a result found across languages shows its own words.
 """
@@ -181,6 +182,10 @@ class _SentenceVectors:
 
 
 SENTENCE_CACHE_SIZE = 20_000
+# Sentences a batch of results may encode (the first results' first): bounds a page's first
+# view to about a second on a 2-core CPU.
+MAX_MEANING_SENTENCES = 24
+SNIPPET_MEANINGS = ("unmatched", "ties", "all", "none")
 sentence_vectors = _SentenceVectors()
 
 
@@ -265,12 +270,16 @@ class LazyHighlight(Promise):
 
 
 def snippets_of(
-    objects: Sequence[Model], query: str, plan: SearchPlan | None, meaning: str = "ties",
+    objects: Sequence[Model], query: str, plan: SearchPlan | None, meaning: str | None = None,
 ) -> list[str]:
     """The snippet of each result (see the module docstring); ``plan`` None: by words only.
-    ``meaning``: which sentences are also scored by meaning: ``"ties"`` (default) those that
-    share the most query words when several do (all, when none holds a query word; with one
-    clear best by words, none are encoded), ``"all"``, or ``"none"``."""
+    ``meaning`` (default: the SNIPPET_MEANING setting): which sentences are also scored by
+    meaning: ``"unmatched"`` all sentences of a result whose chunk holds none of the query's
+    words (found by meaning: another language, other words), ``"ties"`` also those sharing the
+    most query words when several do, ``"all"``, or ``"none"``."""
+    meaning = meaning or str(conf.get("SNIPPET_MEANING"))
+    if meaning not in SNIPPET_MEANINGS:
+        raise ValueError(f"SNIPPET_MEANING must be one of {SNIPPET_MEANINGS}, got {meaning!r}")
     if not objects:
         return []
     registration = get_registration(objects[0])
@@ -291,9 +300,10 @@ def snippets_of(
         if arm is not None and in_chunk and sentences:
             best = max(words)
             encode = [meaning == "all" or share == best for share in words]
-            if meaning == "ties" and sum(encode) == 1:
+            if (meaning == "ties" and sum(encode) == 1) or (meaning == "unmatched" and best > 0):
                 encode = [False] * len(sentences)
         work.append((text, sentences, words, encode))
+    work = _within_budget(work)
     similarities = _meaning_scores(work, arm)
     snippets = []
     for (text, sentences, words, encode), semantic in zip(work, similarities, strict=True):
@@ -307,6 +317,19 @@ def snippets_of(
         start, end = choose_window(text, sentences, scores, max_chars)
         snippets.append(render(text, start, end, terms, max_chars))
     return snippets
+
+
+def _within_budget(work: list) -> list:
+    """``work`` with meaning scoring kept for results in order while their sentences fit in
+    MAX_MEANING_SENTENCES (the others are scored by words)."""
+    left, kept = MAX_MEANING_SENTENCES, []
+    for text, sentences, words, encode in work:
+        count = sum(encode)
+        if count > left:
+            encode, count = [False] * len(encode), 0
+        left -= count
+        kept.append((text, sentences, words, encode))
+    return kept
 
 
 def _meaning_scores(work: list, arm: VectorArm | None) -> list[np.ndarray]:

@@ -91,3 +91,12 @@ def test_the_lazy_highlight_behaves_as_its_string_and_pickles_as_one():
     assert first.startswith("<b>") and len(second) == 1
     assert pickle.loads(pickle.dumps(first)) == "<b>a</b> b"
     assert type(pickle.loads(pickle.dumps(first))) is str
+
+
+def test_meaning_is_spent_on_the_first_results_within_the_budget(monkeypatch):
+    from semantic_search import snippets
+
+    monkeypatch.setattr(snippets, "MAX_MEANING_SENTENCES", 5)
+    work = [("t", [None] * n, [0.0] * n, [True] * n) for n in (3, 3, 2)]
+    kept = snippets._within_budget(work)
+    assert [sum(encode) for _, _, _, encode in kept] == [3, 0, 2]
