@@ -36,7 +36,7 @@ POLICIES = (
     ("meaning only", 0.0, "all"),
     ("meaning + words", 0.1, "all"),
     ("words, meaning among ties", 0.1, "ties"),
-    ("words, meaning where no word matches (default)", 0.1, "unmatched"),
+    ("words; meaning where no word matches or across languages (default)", 0.1, "unmatched"),
 )
 PREVIOUS_OPTIONS = ("StartSel=<b>, StopSel=</b>, MaxWords=30, MinWords=10, MaxFragments=2, "
                     "FragmentDelimiter=\" … \"")
@@ -115,10 +115,11 @@ def run_setting(setting: str, corpus: Path, questions: dict, answer_of: dict, li
         previous = [previous_snippet(result, question) for result in page]
         stats["previous_ms"].append(1000 * (time.perf_counter() - started))
         plan = search._search_state.plan
+        language = search.search_route.language
         for label, share, below in POLICIES:  # sentences a first view encodes, per policy
             requested.clear()
             snippets.LEXICAL_SHARE = share
-            snippets.snippets_of(page, question, plan, meaning=below)
+            snippets.snippets_of(page, question, plan, meaning=below, language=language)
             encoded[label].append(len(requested))
         snippets.LEXICAL_SHARE = DEFAULT_SHARE
         if not page or page[0].doc_id != question_id.split("|")[0]:
@@ -126,10 +127,11 @@ def run_setting(setting: str, corpus: Path, questions: dict, answer_of: dict, li
         answer = answer_of[question_id.split("|")[1]]
         stats["right_top1"] += 1
         stats["previous"] += contains(previous[0], answer)
-        assert shown[0] == snippets.snippets_of(page[:1], question, plan)[0]
+        assert shown[0] == snippets.snippets_of(page[:1], question, plan, language=language)[0]
         for label, share, below in POLICIES:
             snippets.LEXICAL_SHARE = share
-            text = snippets.snippets_of(page[:1], question, plan, meaning=below)[0]
+            text = snippets.snippets_of(page[:1], question, plan, meaning=below,
+                                        language=language)[0]
             found[label] += contains(text, answer)
         snippets.LEXICAL_SHARE = DEFAULT_SHARE
     right = max(stats["right_top1"], 1)

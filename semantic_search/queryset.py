@@ -41,7 +41,7 @@ SEARCH_ALIAS = "semantic_search_results"
 SEARCH_ANNOTATIONS = (
     "search_score", "search_lexical_rank", "search_lexical_score", "search_vector_rank",
     "search_vector_score", "search_language", "search_route", "search_highlight",
-    "search_chunk_start", "search_chunk_end",
+    "search_chunk_start", "search_chunk_end", "search_document_language",
 )
 
 
@@ -147,7 +147,8 @@ class HighlightedIterable(models.query.ModelIterable):
         rows = super().__iter__()
         while batch := list(itertools.islice(rows, HIGHLIGHT_BATCH)):
             if state is not None:
-                snippets.highlight(batch, state.query, state.plan)
+                snippets.highlight(batch, state.query, state.plan,
+                                   state.route.language if state.route else None)
             yield from batch
 
 
@@ -222,8 +223,9 @@ class SemanticSearchQuerySet(models.QuerySet):
         ``search_lexical_rank``, ``search_lexical_score``, ``search_vector_rank``,
         ``search_vector_score``, ``search_language``, ``search_route``,
         ``search_chunk_start``/``search_chunk_end`` (the best-matching chunk's place in the
-        indexed text) and ``search_highlight`` (HTML: the best sentences of that chunk, query
-        words in ``<b>``; see snippets.py). An empty query gives an empty queryset.
+        indexed text), ``search_document_language`` (the language it was indexed in) and
+        ``search_highlight`` (HTML: the best sentences of that chunk, query words in ``<b>``;
+        see snippets.py). An empty query gives an empty queryset.
         """
         self._check_searchable()
         checked_candidates(candidates)
@@ -328,6 +330,9 @@ class SemanticSearchQuerySet(models.QuerySet):
             annotations[f"search_{name}"] = RawSQL(
                 f"{SEARCH_ALIAS}.{name}", (), output_field=models.IntegerField()
             )
+        annotations["search_document_language"] = RawSQL(
+            f"{SEARCH_ALIAS}.language", (), output_field=models.CharField()
+        )
         searched = clone.annotate(**annotations).order_by("-search_score", "pk")
         searched._iterable_class = HighlightedIterable
         return searched

@@ -196,10 +196,13 @@ def _snippet_arm(plan: SearchPlan | None) -> VectorArm | None:
     return next((arm for arm in plan.vectors if arm.languages is None), plan.vectors[0])
 
 
-def highlight(objects: Sequence[Model], query: str, plan: SearchPlan | None) -> None:
+def highlight(
+    objects: Sequence[Model], query: str, plan: SearchPlan | None, language: str | None = None
+) -> None:
     """Set ``search_highlight`` on fetched results: a lazy string, computed for the whole batch
-    the first time one of them is read (pages that never show snippets pay nothing)."""
-    batch = _Batch(list(objects), query, plan)
+    the first time one of them is read (pages that never show snippets pay nothing).
+    ``language``: the query's (results in another language are scored by meaning)."""
+    batch = _Batch(list(objects), query, plan, language)
     for index, obj in enumerate(objects):
         obj.search_highlight = LazyHighlight(batch, index)
 
@@ -207,8 +210,11 @@ def highlight(objects: Sequence[Model], query: str, plan: SearchPlan | None) -> 
 class _Batch:
     """Results fetched together, whose snippets are computed together."""
 
-    def __init__(self, objects: list[Model], query: str, plan: SearchPlan | None) -> None:
-        self.objects, self.query, self.plan = objects, query, plan
+    def __init__(
+        self, objects: list[Model], query: str, plan: SearchPlan | None,
+        language: str | None = None,
+    ) -> None:
+        self.objects, self.query, self.plan, self.language = objects, query, plan, language
         self._values: list[str] | None = None
         self._lock = threading.Lock()
 
@@ -216,7 +222,8 @@ class _Batch:
         with self._lock:
             if self._values is None:
                 try:
-                    self._values = snippets_of(self.objects, self.query, self.plan)
+                    self._values = snippets_of(self.objects, self.query, self.plan,
+                                               language=self.language)
                 except Exception:  # noqa: BLE001  (a snippet must never break a result page)
                     logger.warning("semantic_search: snippets by meaning failed; using the "
                                    "query's words", exc_info=True)
@@ -271,12 +278,14 @@ class LazyHighlight(Promise):
 
 def snippets_of(
     objects: Sequence[Model], query: str, plan: SearchPlan | None, meaning: str | None = None,
+    language: str | None = None,
 ) -> list[str]:
     """The snippet of each result (see the module docstring); ``plan`` None: by words only.
     ``meaning`` (default: the SNIPPET_MEANING setting): which sentences are also scored by
-    meaning: ``"unmatched"`` all sentences of a result whose chunk holds none of the query's
-    words (found by meaning: another language, other words), ``"ties"`` also those sharing the
-    most query words when several do, ``"all"``, or ``"none"``."""
+    meaning: ``"unmatched"`` all sentences of a result found by meaning (its chunk holds none of
+    the query's words, or it is in another language than ``language``, the query's, or the
+    query's is unknown: shared names and cognates are weak evidence across languages),
+    ``"ties"`` also those sharing the most query words when several do, ``"all"``, ``"none"``."""
     meaning = meaning or str(conf.get("SNIPPET_MEANING"))
     if meaning not in SNIPPET_MEANINGS:
         raise ValueError(f"SNIPPET_MEANING must be one of {SNIPPET_MEANINGS}, got {meaning!r}")
@@ -300,7 +309,10 @@ def snippets_of(
         if arm is not None and in_chunk and sentences:
             best = max(words)
             encode = [meaning == "all" or share == best for share in words]
-            if (meaning == "ties" and sum(encode) == 1) or (meaning == "unmatched" and best > 0):
+            foreign = getattr(obj, "search_document_language", None) != language or not language
+            if meaning == "unmatched" and foreign:
+                encode = [True] * len(sentences)
+            elif (meaning == "ties" and sum(encode) == 1) or (meaning == "unmatched" and best > 0):
                 encode = [False] * len(sentences)
         work.append((text, sentences, words, encode))
     work = _within_budget(work)
