@@ -369,6 +369,13 @@ SWEEP_NOTE = (
 )
 
 
+def save_report(out: Path, name: str, lines: Sequence[str]) -> None:
+    """Write a report's lines to ``out/name`` and print them."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
 def report(dataset: str, cells: Sequence[Cell], head: list[str], seconds: float) -> str:
     lines = [*head, f"wall time: {seconds / 60:.1f} min", ""]
     if dataset == "scifact":

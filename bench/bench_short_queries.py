@@ -201,9 +201,7 @@ def main() -> int:
                       " and on, questions against the paragraphs in their language:", "",
                       *retrieval_rows(args.data, Path(work), args.limit_queries)]
     lines.append(f"\n{time.perf_counter() - started:.0f} s")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "short-queries.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    quality.save_report(args.out, "short-queries.txt", lines)
     return 0
 
 

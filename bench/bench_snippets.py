@@ -201,9 +201,7 @@ def main() -> int:
              "|---" * (7 + len(POLICIES)) + "|",
              *("| " + " | ".join(row) + " |" for row in rows), "",
              f"{time.perf_counter() - started:.0f} s"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "snippets.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    quality.save_report(args.out, "snippets.txt", lines)
     return 0
 
 

@@ -77,9 +77,7 @@ def main() -> int:
     lines += [quality.timing_line(cells, "monolingual"), quality.timing_line(cells, "pooled"),
               quality.encoding_line()]
     lines.append(f"{time.perf_counter() - started:.0f} s")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "unsegmented.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    quality.save_report(args.out, "unsegmented.txt", lines)
     return 0
 
 
