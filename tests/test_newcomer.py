@@ -418,3 +418,26 @@ def test_14_admin_header_marks_only_the_relevance_column(newcomer):
         f"sort markers {page['ordering_columns']} (column index: asc/desc) over the columns "
         f"{page['list_display']}"
     )
+
+
+def test_15_snippets_are_the_books_own_words_with_the_query_marked(newcomer):
+    """Each result's snippet is a piece of its own indexed text (title, summary, author: in its
+    own language), HTML-escaped, also for the books found by meaning in another language."""
+    import html
+    import re
+
+    orm = newcomer.search_facts()["orm"]
+    assert "error" not in orm, orm["error"]
+    for row in orm["results"]:
+        plain = html.unescape(re.sub(r"</?b>", "", row["snippet"])).strip(" …")
+        assert plain and plain in row["text"], (row["title"], row["snippet"])
+    assert any("<b>" in row["snippet"] for row in orm["results"]), _describe(orm)
+
+
+def test_16_two_word_queries_take_the_language_their_words_are_in(newcomer):
+    routes = newcomer.search_facts()["short_queries"]
+    assert "error" not in routes, routes["error"]
+    decided = {query: route["language"] for query, route in routes.items()}
+    assert decided == {"Siegermächte Besatzungszonen": "de", "rideau guerre": "fr",
+                       "Schrodinger zebra": None}, routes
+    assert routes["rideau guerre"]["method"] == "index", routes

@@ -25,6 +25,10 @@ BOOKS_FILE = HERE / "catalogue" / "books.json"
 QUERY = "Wie kam es nach dem Zweiten Weltkrieg zur Teilung Deutschlands?"
 TOPIC = "divided-germany"
 NONSENSE = "qwxz blorft vrummel"
+# Two-word queries (what people type in a search box): the words of the first two occur only
+# in German and French books; the last, in none.
+SHORT_QUERIES = {"Siegermächte Besatzungszonen": "de", "rideau guerre": "fr",
+                 "Schrodinger zebra": None}
 
 
 ENVIRONMENT_BEFORE = dict(os.environ)
@@ -99,12 +103,14 @@ def search() -> dict:
     setup_test_environment()  # response.context
 
     def orm(queryset, query: str) -> dict:
-        results = semantic_search.search(queryset, query).select_related("language")
+        results = semantic_search.search(queryset, query).select_related("language", "author")
         books = list(results)
         return {
             "query": query,
             "count": len(books),
-            "results": [_book(book) for book in books],
+            "results": [{**_book(book), "snippet": str(book.search_highlight),
+                         "text": "\n\n".join([book.title, book.summary, book.author.name])}
+                        for book in books],
             "route": books[0].search_route if books else None,
             "query_language": books[0].search_language if books else None,
         }
@@ -117,6 +123,15 @@ def search() -> dict:
     facts["orm"] = _step(lambda: orm(Book.objects.all(), QUERY))
     facts["orm_french"] = _step(lambda: orm(Book.objects.filter(language__code="fr"), QUERY))
     facts["nonsense"] = _step(lambda: orm(Book.objects.all(), NONSENSE))
+
+    def short_queries() -> dict:
+        routes = {}
+        for query in SHORT_QUERIES:
+            route = semantic_search.search(Book.objects.all(), query).search_route
+            routes[query] = {"language": route.language, "method": route.detection.method}
+        return routes
+
+    facts["short_queries"] = _step(short_queries)
 
     user = get_user_model().objects.create_superuser("newcomer", "newcomer@example.com", "pw")
     client = Client()
