@@ -14,7 +14,6 @@ in all six languages), and SciFact. Writes bench/results/fusion.txt.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 import tempfile
@@ -48,10 +47,7 @@ HEAD = [
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--limit-queries", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=PROJECT_DIR / "bench" / "results")
+    parser = quality.comparison_parser(__doc__)
     args = parser.parse_args()
     started = time.perf_counter()
     floor_bench.evaluate = evaluate  # bench_floor's corpora, this comparison

@@ -369,6 +369,15 @@ SWEEP_NOTE = (
 )
 
 
+def comparison_parser(doc: str, limit: int | None = None) -> argparse.ArgumentParser:
+    """``--data``, ``--limit-queries`` and ``--out``: what every comparison bench takes."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--limit-queries", type=int, default=limit)
+    parser.add_argument("--out", type=Path, default=PROJECT_DIR / "bench" / "results")
+    return parser
+
+
 def save_report(out: Path, name: str, lines: Sequence[str]) -> None:
     """Write a report's lines to ``out/name`` and print them."""
     out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,6 @@ bench/results/short-queries.txt.
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 import tempfile
@@ -177,11 +176,8 @@ def route_share(queries, language: str) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--limit-queries", type=int, default=None)
+    parser = quality.comparison_parser(__doc__)
     parser.add_argument("--skip-retrieval", action="store_true")
-    parser.add_argument("--out", type=Path, default=PROJECT_DIR / "bench" / "results")
     args = parser.parse_args()
     started = time.perf_counter()
     quality.setup_django("bench_quality_xquad", 1)

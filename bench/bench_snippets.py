@@ -15,7 +15,6 @@ bench/results/snippets.txt.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import re
@@ -104,7 +103,7 @@ def run_setting(setting: str, corpus: Path, questions: dict, answer_of: dict, li
     for question_id, (question, _) in list(questions.items())[:limit]:
         stats["asked"] += 1
         search = documents.semantic_search(question)
-        snippets.sentence_vectors._items.clear()  # a first view: no cached sentence vectors
+        snippets.sentence_vectors.clear()  # a first view: no cached sentence vectors
         started = time.perf_counter()
         page = list(search[:10])
         fetched = time.perf_counter()
@@ -151,14 +150,11 @@ DEFAULT_SHARE = 0.1
 
 def main() -> int:
     global DEFAULT_SHARE
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--limit-queries", type=int, default=200)
+    parser = quality.comparison_parser(__doc__, limit=200)
     parser.add_argument("--same", default=",".join(quality.XQUAD_LANGUAGES),
                         help="languages asked against their own paragraphs")
     parser.add_argument("--cross", default=",".join(quality.XQUAD_LANGUAGES[1:]),
                         help="languages asked against the English paragraphs")
-    parser.add_argument("--out", type=Path, default=PROJECT_DIR / "bench" / "results")
     args = parser.parse_args()
     started = time.perf_counter()
     quality.setup_django("bench_quality_xquad", 1)

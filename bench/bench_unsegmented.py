@@ -13,7 +13,6 @@ relevant). Writes bench/results/unsegmented.txt.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -55,10 +54,7 @@ def corpora(data: Path, work: Path) -> dict[str, Path]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--limit-queries", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=PROJECT_DIR / "bench" / "results")
+    parser = quality.comparison_parser(__doc__)
     args = parser.parse_args()
     started = time.perf_counter()
     quality.setup_django("bench_quality_xquad", 1)

@@ -36,14 +36,15 @@ _WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
 _FREQUENCIES = """
 SELECT c.language, w.position, st.documents,
        (SELECT coalesce(sum(df.documents), 0)
-        FROM unnest(tsvector_to_array(to_tsvector(c.config::regconfig, w.word))) AS l(lexeme)
+        FROM unnest(tsvector_to_array(v.lexemes)) AS l(lexeme)
         JOIN semantic_search_documentfrequency df ON df.content_type_id = %(content_type)s
          AND df.search_config = c.config AND df.lexeme = l.lexeme) AS documents_with_word,
-       to_tsvector(c.config::regconfig, w.word) = ''::tsvector AS stop_word
+       v.lexemes = ''::tsvector AS stop_word
 FROM unnest(%(languages)s::text[], %(configs)s::text[]) AS c(language, config)
 JOIN semantic_search_lexicalstats st
   ON st.content_type_id = %(content_type)s AND st.search_config = c.config AND st.documents > 0
 CROSS JOIN unnest(%(words)s::text[]) WITH ORDINALITY AS w(word, position)
+CROSS JOIN LATERAL (SELECT to_tsvector(c.config::regconfig, w.word) AS lexemes) v
 """
 
 

@@ -236,13 +236,23 @@ def _lexical_ctes(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQL:
     return compose("{terms}, lexical AS MATERIALIZED ({body})", terms=terms, body=body)
 
 
-# A chunk's place in the document text, and the nearest chunk's of an entry's rows ``n``.
+# A chunk's place in the document text.
 SPAN = SQL('int4range(c.start, c."end")')
-BEST_SPAN = SQL("(array_agg(n.span ORDER BY n.distance))[1]")
 
 # How many times the first scan's depth the extra scan of a crowded vector arm reads (it skips
 # the entries the first scan saw; the chunks of further long documents count against it).
 CROWDED_DEPTH = 5
+
+
+def _nearest_per_entry(rows: SQL, candidates: int) -> SQL:
+    """The ``candidates`` entries nearest the query among ``rows`` (``entry_id, distance,
+    span`` per chunk), each with its nearest chunk's distance and span."""
+    return compose(
+        "SELECT n.entry_id, min(n.distance) AS distance,"
+        " (array_agg(n.span ORDER BY n.distance))[1] AS span FROM ({rows}) n"
+        " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT {candidates}",
+        rows=rows, candidates=candidates,
+    )
 
 
 def _chunk_conditions(arm: VectorArm, plan: SearchPlan) -> SQL:
@@ -273,13 +283,14 @@ def _vector_cte(
         name=arm.embedder, version=arm.version, content_type=plan.content_type_id,
     )
     where = _chunk_conditions(arm, plan)
+    filtered = _passes_filter(object_filter, "c.object_id")
+    chunks, depth = plan.candidates * 2, plan.candidates * 2 * CROWDED_DEPTH
+    select = compose("SELECT c.entry_id, {distance} AS distance, {span} AS span",
+                     distance=distance, span=SPAN)
     scan = compose(
-        "SELECT c.entry_id, {distance} AS distance, {span} AS span"
-        " FROM semantic_search_chunkembedding c"
+        "{select} FROM semantic_search_chunkembedding c"
         " WHERE {base}{where}{filtered} ORDER BY distance LIMIT {chunks}",
-        span=SPAN,
-        distance=distance, base=base, where=where,
-        filtered=_passes_filter(object_filter, "c.object_id"), chunks=plan.candidates * 2,
+        select=select, base=base, where=where, filtered=filtered, chunks=chunks,
     )
     shared = where.sql == "" and object_filter is None  # the arm's scan is the unfiltered one
     ctes = [compose(
@@ -296,17 +307,15 @@ def _vector_cte(
     crowded_name = SQL(f"crowded_{index}")
     was_crowded = compose(
         "(SELECT count(DISTINCT entry_id) < {candidates} AND count(*) = {chunks} FROM {name})",
-        candidates=plan.candidates, chunks=plan.candidates * 2, name=scan_name,
+        candidates=plan.candidates, chunks=chunks, name=scan_name,
     )
     crowded = compose(
-        "SELECT c.entry_id, {distance} AS distance, {span} AS span"
-        " FROM semantic_search_chunkembedding c"
+        "{select} FROM semantic_search_chunkembedding c"
         " WHERE {was_crowded} AND {base}{where}{filtered}"
         " AND c.entry_id <> ALL(ARRAY(SELECT DISTINCT entry_id FROM {name}))"
         " ORDER BY distance LIMIT {depth}",
-        distance=distance, was_crowded=was_crowded, depth=plan.candidates * 2 * CROWDED_DEPTH,
-        name=scan_name, base=base, where=where, span=SPAN,
-        filtered=_passes_filter(object_filter, "c.object_id"),
+        select=select, was_crowded=was_crowded, base=base, where=where, filtered=filtered,
+        name=scan_name, depth=depth,
     )
     ctes.append(compose("{name} AS MATERIALIZED ({crowded})", name=crowded_name,
                         crowded=crowded))
@@ -315,37 +324,26 @@ def _vector_cte(
     # still short, the remaining entries are ranked exactly (without the index).
     seen = compose("(SELECT entry_id FROM {scan} UNION SELECT entry_id FROM {crowded})",
                    scan=scan_name, crowded=crowded_name)
-    rest = compose(
-        "SELECT n.entry_id, min(n.distance) AS distance, {best_span} AS span"
-        " FROM (SELECT c.entry_id, {distance} AS distance, {span} AS span"
-        "  FROM semantic_search_chunkembedding c"
+    rest = _nearest_per_entry(compose(
+        "{select} FROM semantic_search_chunkembedding c"
         "  WHERE {was_crowded} AND (SELECT count(*) < {depth} FROM {crowded})"
         "  AND (SELECT count(*) < {candidates} FROM {seen} s)"
-        "  AND {base}{where}{filtered} AND c.entry_id <> ALL(ARRAY{seen})) n"
-        " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT {candidates}",
-        distance=distance, was_crowded=was_crowded, depth=plan.candidates * 2 * CROWDED_DEPTH,
-        crowded=crowded_name, candidates=plan.candidates, seen=seen, base=base, where=where,
-        filtered=_passes_filter(object_filter, "c.object_id"), span=SPAN, best_span=BEST_SPAN,
-    )
-    nearest = compose(
-        "SELECT n.entry_id, min(n.distance) AS distance, {best_span} AS span"
-        " FROM (SELECT * FROM {name} UNION ALL SELECT * FROM {crowded} UNION ALL ({rest})) n"
-        " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT {candidates}",
-        name=scan_name, crowded=crowded_name, rest=rest, candidates=plan.candidates,
-        best_span=BEST_SPAN,
-    )
+        "  AND {base}{where}{filtered} AND c.entry_id <> ALL(ARRAY{seen})",
+        select=select, was_crowded=was_crowded, depth=depth, crowded=crowded_name,
+        candidates=plan.candidates, seen=seen, base=base, where=where, filtered=filtered,
+    ), plan.candidates)
+    nearest = _nearest_per_entry(compose(
+        "SELECT * FROM {name} UNION ALL SELECT * FROM {crowded} UNION ALL ({rest})",
+        name=scan_name, crowded=crowded_name, rest=rest,
+    ), plan.candidates)
     body = nearest
     if object_filter is not None:
-        exact = compose(
-            "SELECT n.entry_id, min(n.distance) AS distance, {best_span} AS span"
-            " FROM (SELECT c.entry_id, {distance} AS distance, {span} AS span"
-            "  FROM allowed_entries a"
+        exact = _nearest_per_entry(compose(
+            "{select} FROM allowed_entries a"
             "  JOIN semantic_search_chunkembedding c ON c.entry_id = a.entry_id"
-            "  WHERE {base}{where}) n"
-            " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT {candidates}",
-            distance=distance, base=base, where=where, candidates=plan.candidates,
-            span=SPAN, best_span=BEST_SPAN,
-        )
+            "  WHERE {base}{where}",
+            select=select, base=base, where=where,
+        ), plan.candidates)
         body = _gated(nearest, exact)
     ctes.append(compose("vector_{index} AS MATERIALIZED ({body})", index=SQL(str(index)),
                         body=body))
@@ -353,7 +351,7 @@ def _vector_cte(
         background = SQL(f"scan_{index}") if shared else compose(
             "(SELECT {distance} AS distance FROM semantic_search_chunkembedding c"
             " WHERE {base} ORDER BY distance LIMIT {chunks})",
-            distance=distance, base=base, chunks=plan.candidates * 2,
+            distance=distance, base=base, chunks=chunks,
         )
         ctes.append(compose(
             "reference_{index} AS MATERIALIZED (SELECT 1 - min(distance) AS best,"

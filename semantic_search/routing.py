@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,31 +161,41 @@ def candidate_languages(
     return tuple(sorted(codes | set(indexed_languages)))
 
 
-class _BoundedCache:
-    """A thread-safe LRU of at most QUERY_CACHE_SIZE computed values."""
+class BoundedCache:
+    """A thread-safe LRU of at most ``size`` computed values (default: QUERY_CACHE_SIZE)."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int | None = None) -> None:
         self._items: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._size = size
 
     def get_or_compute(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        return self.get_many([key], lambda missing: [compute()])[0]
+
+    def get_many(self, keys: list[tuple], compute: Callable[[list[tuple]], Sequence[Any]]
+                 ) -> list[Any]:
+        """The values of ``keys``; the missing ones computed together: ``compute(missing)``."""
         with self._lock:
-            if key in self._items:
+            found = {key: self._items[key] for key in keys if key in self._items}
+            for key in found:
                 self._items.move_to_end(key)
-                return self._items[key]
-        value = compute()
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > int(conf.get("QUERY_CACHE_SIZE")):
-                self._items.popitem(last=False)
-        return value
+        missing = list(dict.fromkeys(key for key in keys if key not in found))
+        if missing:
+            found.update(zip(missing, compute(missing), strict=True))
+            with self._lock:
+                for key in missing:
+                    self._items[key] = found[key]
+                limit = self._size or int(conf.get("QUERY_CACHE_SIZE"))
+                while len(self._items) > limit:
+                    self._items.popitem(last=False)
+        return [found[key] for key in keys]
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
 
 
-class _QueryVectorCache(_BoundedCache):
+class _QueryVectorCache(BoundedCache):
     """Query vectors per (embedder, version, text)."""
 
     def get(self, name: str, text: str) -> tuple[float, ...]:
@@ -196,7 +206,7 @@ class _QueryVectorCache(_BoundedCache):
         )
 
 
-class _QueryLanguageCache(_BoundedCache):
+class _QueryLanguageCache(BoundedCache):
     """Query language detections per (text, site languages, threshold)."""
 
     def get(self, text: str, languages: list[str], threshold: float) -> Detection:
@@ -275,6 +285,7 @@ def make_plan(
     from .floor import vector_gate
 
     plain, phrases, exclusions = split_operators(query)
+    words = segment(plain or query)  # what the lexical arm and the floor read
     settings = plan_settings(candidates, fusion)
     has_lexical = chosen.lexical_configs != ()
     lexical_weight, vector_weight = arm_weights(
@@ -282,7 +293,7 @@ def make_plan(
     )
     lexical = None
     if has_lexical:
-        lexical = LexicalArm(chosen.lexical_configs, segment(plain or query), lexical_weight,
+        lexical = LexicalArm(chosen.lexical_configs, words, lexical_weight,
                              segment_websearch(phrases))
     specs = {spec.name: spec for spec in conf.embedder_specs()}
     with_floor = conf.get("FLOOR") if floor is None else floor
@@ -306,6 +317,6 @@ def make_plan(
         exclusions=segment_websearch(exclusions),
         relative_floor=float(conf.get("FLOOR_RELATIVE")),
         same_language_first=bool(conf.get("SAME_LANGUAGE_FIRST")),
-        text=segment(plain or query),
+        text=words,
         unsegmented=unsegmented(plain or query, chosen.language),
     )

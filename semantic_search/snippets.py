@@ -17,7 +17,6 @@ import logging
 import math
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ from . import conf
 from .embedders import get_embedder
 from .query import SearchPlan, VectorArm
 from .registry import get_registration
+from .routing import BoundedCache
 from .segmentation import has_unsegmented, segment
 
 logger = logging.getLogger(__name__)
@@ -155,43 +155,32 @@ def _word_bounds(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-class _SentenceVectors:
-    """A bounded cache of sentence vectors per (embedder, version, sentence)."""
-
-    def __init__(self) -> None:
-        self._items: OrderedDict[tuple[str, str, str], np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, name: str, sentences: Sequence[str]) -> np.ndarray:
-        embedder = get_embedder(name)
-        keys = [(name, str(embedder.version), text) for text in sentences]
-        with self._lock:
-            missing = list(dict.fromkeys(k for k in keys if k not in self._items))
-        if missing:
-            texts = [key[2] for key in missing]
-            encoded = np.concatenate([  # small batches: less padding (~1.8x faster on a CPU)
-                embedder.encode_passages(texts[i : i + SENTENCE_BATCH])
-                for i in range(0, len(texts), SENTENCE_BATCH)
-            ])
-            with self._lock:
-                for key, vector in zip(missing, encoded, strict=True):
-                    self._items[key] = np.asarray(vector, dtype=np.float32)
-                while len(self._items) > SENTENCE_CACHE_SIZE:
-                    self._items.popitem(last=False)
-        with self._lock:
-            rows = [self._items.get(key) for key in keys]
-        if any(row is None for row in rows):  # evicted meanwhile by another thread
-            return np.asarray(get_embedder(name).encode_passages(list(sentences)))
-        return np.stack(rows)
-
-
 SENTENCE_CACHE_SIZE = 20_000
 SENTENCE_BATCH = 8
 # Sentences a batch of results may encode (the first results' first): bounds a page's first
 # view to about a second on a 2-core CPU.
 MAX_MEANING_SENTENCES = 24
 SNIPPET_MEANINGS = ("unmatched", "ties", "all", "none")
-sentence_vectors = _SentenceVectors()
+
+
+class _SentenceVectors(BoundedCache):
+    """Sentence vectors per (embedder, version, sentence); the missing ones encoded together."""
+
+    def get(self, name: str, sentences: Sequence[str]) -> np.ndarray:
+        embedder = get_embedder(name)
+
+        def encode(missing: list[tuple]) -> np.ndarray:
+            texts = [key[2] for key in missing]
+            return np.concatenate([  # small batches: less padding (~1.3x faster on a CPU)
+                embedder.encode_passages(texts[i : i + SENTENCE_BATCH])
+                for i in range(0, len(texts), SENTENCE_BATCH)
+            ]).astype(np.float32)
+
+        keys = [(name, str(embedder.version), text) for text in sentences]
+        return np.stack(self.get_many(keys, encode))
+
+
+sentence_vectors = _SentenceVectors(SENTENCE_CACHE_SIZE)
 
 
 def _snippet_arm(plan: SearchPlan | None) -> VectorArm | None:
