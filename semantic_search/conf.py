@@ -66,8 +66,9 @@ DEFAULTS: dict[str, Any] = {
     "FLOOR": True,
     # Share of the query's contrast (best - background similarity) a vector hit must reach.
     "FLOOR_RELATIVE": 0.1,
-    # A document in the query's language is never ranked below a foreign one that is weaker on
-    # every arm both share (off by default: it costs pooled cross-language recall, README).
+    # A multilingual model's similarities to documents in other languages than the query's are
+    # moved onto the query language's scale (see centring.py); True keeps the model's own
+    # preference for the query's language (raw cosines), so own-language documents come first.
     "SAME_LANGUAGE_FIRST": False,
     "QUERY_CACHE_SIZE": 1024,
     # When the script leaves several languages, a query takes the language whose indexed

@@ -26,7 +26,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
-from . import conf, floor, lexical, registry
+from . import centring, conf, floor, lexical, registry
 from .chunking import Chunk, chunk_text, text_hash
 from .embedders import get_embedder
 from .languages import search_config
@@ -279,9 +279,27 @@ def _write(
         floor.vectors_written(written, using)
     except DatabaseError:  # the calibration is an optimisation: searches measure it if missing
         logger.warning("semantic_search: relevance floor calibration failed", exc_info=True)
+    try:
+        centring.documents_written(_documents_per_language(fresh, owners), using)
+    except DatabaseError:  # stale or missing means shift less; the next batch retries
+        logger.warning("semantic_search: language means not updated", exc_info=True)
     report.indexed = len(fresh)
     report.superseded = len(plans) - len(fresh) - len(report.busy)
     return report
+
+
+def _documents_per_language(
+    plans: list[PlannedEntry], owners: dict[int, tuple[int, str]]
+) -> Counter[tuple[int, str, str, str]]:
+    """Documents (re-)embedded per (content type, multilingual embedder, version, language)."""
+    counts: Counter[tuple[int, str, str, str]] = Counter()
+    multilingual = {spec.name for spec in conf.embedder_specs() if spec.multilingual}
+    for plan in plans:
+        for name in set(plan.chunks) & multilingual:
+            key = (owners[plan.entry_id][0], name, get_embedder(name).version,
+                   plan.document.language or "")
+            counts[key] += 1
+    return counts
 
 
 def _replace_chunks(

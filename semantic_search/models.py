@@ -198,3 +198,30 @@ class FloorCalibration(models.Model):
 
     def __str__(self) -> str:
         return f"{self.embedder}@{self.depth}: {self.gate}"
+
+
+class LanguageCentroid(models.Model):
+    """The mean vector of one language's documents in one embedder's space, for one model (see
+    centring.py): what a multilingual model puts into every text of that language, whatever it
+    says. Recomputed by the indexer once the vectors written since exceed a share of
+    ``documents``."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    embedder = models.CharField(max_length=64)
+    embedder_version = models.CharField(max_length=255)
+    language = models.CharField(max_length=16, blank=True, default="")
+    centroid = VectorField()
+    documents = models.BigIntegerField(default=0)
+    changed = models.BigIntegerField(default=0)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["content_type", "embedder", "embedder_version", "language"],
+                name="semantic_search_language_centroid_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.embedder} {self.language or '?'}: {self.documents} documents"

@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from .centring import shift_cte
 from .indexes import vector_expression
 from .sql import EMPTY, SQL, compose, join
 
@@ -84,9 +85,10 @@ class SearchPlan:
     # The query's words cannot be looked up (Chinese, Japanese, Thai: no lexemes): the floor
     # treats them as known.
     unsegmented: bool = False
-    # Rank a document some arm cannot see just below those that see more and are at least as
-    # strong on each of its arms (the SAME_LANGUAGE_FIRST setting; see _dominated_cap).
-    same_language_first: bool = False
+    # The query's language (the route's), and whether a multilingual arm moves documents in
+    # other languages onto its scale (see centring.py; off: SAME_LANGUAGE_FIRST).
+    query_language: str | None = None
+    centring: bool = True
 
 
 class ObjectFilter(Protocol):
@@ -244,15 +246,28 @@ SPAN = SQL('int4range(c.start, c."end")')
 CROWDED_DEPTH = 5
 
 
-def _nearest_per_entry(rows: SQL, candidates: int) -> SQL:
+def _nearest_per_entry(rows: SQL, candidates: int, shift: SQL | None) -> SQL:
     """The ``candidates`` entries nearest the query among ``rows`` (``entry_id, distance,
-    span`` per chunk), each with its nearest chunk's distance and span."""
+    span, language`` per chunk), each with its nearest chunk's distance and span; ``shift``
+    (a CTE of centring.shift_cte) moves each chunk's distance by its language's shift."""
     return compose(
         "SELECT n.entry_id, min(n.distance) AS distance,"
-        " (array_agg(n.span ORDER BY n.distance))[1] AS span FROM ({rows}) n"
+        " (array_agg(n.span ORDER BY n.distance))[1] AS span, min(n.language) AS language"
+        " FROM (SELECT r.entry_id, {distance} AS distance, r.span, r.language"
+        " FROM ({rows}) r) n"
         " GROUP BY n.entry_id ORDER BY distance, n.entry_id LIMIT {candidates}",
-        rows=rows, candidates=candidates,
+        rows=rows, candidates=candidates, distance=_shifted_distance(shift),
     )
+
+
+def _shifted_distance(shift: SQL | None) -> SQL:
+    """The distance of a chunk row ``r`` (``distance, language``) minus its language's shift
+    (``shift``: a CTE of centring.shift_cte; None: the raw distance)."""
+    if shift is None:
+        return SQL("r.distance")
+    return compose(
+        "r.distance - coalesce((SELECT s.shift FROM {shift} s WHERE s.language = r.language),"
+        " (SELECT s.shift FROM {shift} s WHERE s.language IS NULL), 0)", shift=shift)
 
 
 def _chunk_conditions(arm: VectorArm, plan: SearchPlan) -> SQL:
@@ -285,7 +300,7 @@ def _vector_cte(
     where = _chunk_conditions(arm, plan)
     filtered = _passes_filter(object_filter, "c.object_id")
     chunks, depth = plan.candidates * 2, plan.candidates * 2 * CROWDED_DEPTH
-    select = compose("SELECT c.entry_id, {distance} AS distance, {span} AS span",
+    select = compose("SELECT c.entry_id, {distance} AS distance, {span} AS span, c.language",
                      distance=distance, span=SPAN)
     scan = compose(
         "{select} FROM semantic_search_chunkembedding c"
@@ -300,6 +315,26 @@ def _vector_cte(
     )]
     scan_name = SQL(f"scan_{index}" if shared else f"hits_{index}")
     ctes.append(compose("{name} AS MATERIALIZED ({scan})", name=scan_name, scan=scan))
+    shift, foreign = None, EMPTY
+    if plan.centring and arm.languages is None:
+        shift = SQL(f"shift_{index}")
+        ctes.append(shift_cte(shift, query, plan.content_type_id, arm.embedder, arm.version,
+                              plan.query_language))
+        if plan.query_language:
+            # A query's own language can fill the scan: the nearest chunks in other languages
+            # too, when the scan holds fewer than half of them and the index holds any.
+            ctes.append(compose(
+                "foreign_{index} AS MATERIALIZED ({select} FROM semantic_search_chunkembedding c"
+                " WHERE (SELECT count(*) FILTER (WHERE language IS DISTINCT FROM {language})"
+                "  < {half} FROM {name})"
+                " AND EXISTS (SELECT 1 FROM {shift} WHERE language <> {language})"
+                " AND {base}{where}{filtered} AND c.language <> {language}"
+                " ORDER BY distance LIMIT {chunks})",
+                index=SQL(str(index)), select=select, language=plan.query_language,
+                half=chunks // 2, name=scan_name, shift=shift, base=base, where=where,
+                filtered=filtered, chunks=chunks,
+            ))
+            foreign = compose(" UNION ALL SELECT * FROM foreign_{index}", index=SQL(str(index)))
     # Long documents can fill the scan with their own chunks: when it holds fewer distinct
     # entries than candidates (and was full), one more scan reads the nearest chunks of the
     # entries not seen yet, deep enough to look past more long documents. Never runs otherwise
@@ -331,11 +366,12 @@ def _vector_cte(
         "  AND {base}{where}{filtered} AND c.entry_id <> ALL(ARRAY{seen})",
         select=select, was_crowded=was_crowded, depth=depth, crowded=crowded_name,
         candidates=plan.candidates, seen=seen, base=base, where=where, filtered=filtered,
-    ), plan.candidates)
+    ), plan.candidates, None)
     nearest = _nearest_per_entry(compose(
-        "SELECT * FROM {name} UNION ALL SELECT * FROM {crowded} UNION ALL ({rest})",
-        name=scan_name, crowded=crowded_name, rest=rest,
-    ), plan.candidates)
+        "SELECT * FROM {name} UNION ALL SELECT * FROM {crowded}{foreign}"
+        " UNION ALL ({rest})",
+        name=scan_name, crowded=crowded_name, foreign=foreign, rest=rest,
+    ), plan.candidates, shift)
     body = nearest
     if object_filter is not None:
         exact = _nearest_per_entry(compose(
@@ -343,21 +379,21 @@ def _vector_cte(
             "  JOIN semantic_search_chunkembedding c ON c.entry_id = a.entry_id"
             "  WHERE {base}{where}",
             select=select, base=base, where=where,
-        ), plan.candidates)
+        ), plan.candidates, shift)
         body = _gated(nearest, exact)
     ctes.append(compose("vector_{index} AS MATERIALIZED ({body})", index=SQL(str(index)),
                         body=body))
     if arm.gate is not None:
         background = SQL(f"scan_{index}") if shared else compose(
-            "(SELECT {distance} AS distance FROM semantic_search_chunkembedding c"
+            "(SELECT {distance} AS distance, c.language FROM semantic_search_chunkembedding c"
             " WHERE {base} ORDER BY distance LIMIT {chunks})",
             distance=distance, base=base, chunks=chunks,
         )
         ctes.append(compose(
             "reference_{index} AS MATERIALIZED (SELECT 1 - min(distance) AS best,"
             " 1 - percentile_cont(0.5) WITHIN GROUP (ORDER BY distance) AS background"
-            " FROM {background} r)",
-            index=SQL(str(index)), background=background,
+            " FROM (SELECT {shifted} AS distance FROM {background} r) r)",
+            index=SQL(str(index)), background=background, shifted=_shifted_distance(shift),
         ))
     return join(", ", ctes)
 
@@ -427,13 +463,18 @@ def _per_arm_columns(visibility: list[tuple[str, float, SQL]]) -> tuple[SQL, SQL
     return raw, sees
 
 
+# Rank a document that some arm cannot see below the documents that dominate it (see
+# _dominated_cap). Always on; bench/bench_fusion.py turns it off to show the ranking before it.
+CAP_DOMINATED = True
+
+
 def _dominated_cap(count: int) -> SQL:
     """For a document that some arm cannot see (``s``, e.g. in another language), the lowest
     score of the documents that see every arm it sees and more, and score at least as high
-    in each of its arms (``d``): it is ranked just below them. So a document in the query's
-    language is never ranked below a foreign one that is weaker on every arm that applies to
-    both, whatever its own arms (e.g. no keyword match) took away from its score. ``count``:
-    the number of arms."""
+    in each of its arms (``d``): it is ranked just below them (documents capped by the same
+    ones keep their own order). So a document in the query's language is never ranked below
+    a foreign one that is weaker on every arm that applies to both, whatever its own arms
+    (e.g. no keyword match) took away from its score. ``count``: the number of arms."""
     covers = join(" AND ", (
         compose("(NOT s.sees_{i} OR (d.sees_{i} AND coalesce(d.raw_{i}, '-Infinity')"
                 " >= coalesce(s.raw_{i}, '-Infinity')))", i=SQL(str(i)))
@@ -443,8 +484,8 @@ def _dominated_cap(count: int) -> SQL:
                          for i in range(count)))
     sees_all = join(" AND ", (SQL(f"s.sees_{i}") for i in range(count)))
     return compose(
-        "CASE WHEN NOT ({sees_all}) THEN (SELECT min(d.score) - 1e-9 FROM scored d"
-        " WHERE ({more}) AND {covers}) END",
+        "CASE WHEN NOT ({sees_all}) THEN (SELECT min(d.score) FROM scored d"
+        " WHERE ({more}) AND {covers}) - 1e-6 * (2 - s.score) END",
         sees_all=sees_all, more=more, covers=covers,
     )
 
@@ -482,8 +523,9 @@ def _vector_match(index: int, arm: VectorArm, plan: SearchPlan) -> SQL:
 
 def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQL:
     """One statement returning ``object_id, score, lexical_rank, lexical_score, vector_rank,
-    vector_score, search_config, language, chunk_start, chunk_end`` for the fused candidates
-    (the chunk: the character span of the best-ranked vector arm's nearest chunk)."""
+    vector_score, search_config, language, chunk_start, chunk_end, arms`` for the fused
+    candidates (the chunk: the character span of the best-ranked vector arm's nearest chunk;
+    arms: ``{label: {"rank": .., "score": ..}}`` for each arm that found the candidate)."""
     if plan.lexical is None and not plan.vectors:
         raise ValueError("a search needs at least one arm")
     ctes, arms = [_settings_cte(plan)], []
@@ -505,7 +547,7 @@ def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQ
         required = compose(" AND {matches}", matches=_matches("e", plan.exclusions))
     visibility = _visibility(plan)
     raw_scores, per_arm, cap = EMPTY, EMPTY, SQL("NULL")
-    if plan.same_language_first:
+    if CAP_DOMINATED:
         raw_scores, per_arm = _per_arm_columns(visibility)
         cap = _dominated_cap(len(visibility))
     return compose(
@@ -515,16 +557,18 @@ def build_search_sql(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQ
         "  max(score) FILTER (WHERE arm = 'lexical') AS lexical_score,"
         "  min(rank) FILTER (WHERE arm <> 'lexical') AS vector_rank,"
         "  max(score) FILTER (WHERE arm <> 'lexical') AS vector_score,"
-        "  (array_agg(span ORDER BY rank) FILTER (WHERE span IS NOT NULL))[1] AS span{raw_scores}"
+        "  (array_agg(span ORDER BY rank) FILTER (WHERE span IS NOT NULL))[1] AS span,"
+        "  jsonb_object_agg(arm, jsonb_build_object('rank', rank, 'score', score)) AS arms"
+        "{raw_scores}"
         "  FROM arms GROUP BY entry_id HAVING bool_or(match)),"
         " scored AS MATERIALIZED (SELECT e.object_id, f.score / nullif({applicable}, 0) AS score,"
         "  f.lexical_rank, f.lexical_score, f.vector_rank, f.vector_score, e.search_config,"
-        "  e.language, f.span{per_arm}"
+        "  e.language, f.span, f.arms{per_arm}"
         "  FROM fused f JOIN semantic_search_searchentry e ON e.id = f.entry_id"
         "  WHERE true{required})"
         " SELECT s.object_id, least(s.score, {cap}) AS score, s.lexical_rank, s.lexical_score,"
         "  s.vector_rank, s.vector_score, s.search_config, s.language,"
-        "  lower(s.span) AS chunk_start, upper(s.span) AS chunk_end FROM scored s",
+        "  lower(s.span) AS chunk_start, upper(s.span) AS chunk_end, s.arms FROM scored s",
         ctes=join(", ", ctes), arms=join(" UNION ALL ", arms), fused=_fused_score(plan),
         raw_scores=raw_scores, applicable=_applicable_weight(visibility), per_arm=per_arm,
         required=required, cap=cap,

@@ -41,7 +41,7 @@ SEARCH_ALIAS = "semantic_search_results"
 SEARCH_ANNOTATIONS = (
     "search_score", "search_lexical_rank", "search_lexical_score", "search_vector_rank",
     "search_vector_score", "search_language", "search_route", "search_highlight",
-    "search_chunk_start", "search_chunk_end", "search_document_language",
+    "search_chunk_start", "search_chunk_end", "search_document_language", "search_arms",
 )
 
 
@@ -223,7 +223,9 @@ class SemanticSearchQuerySet(models.QuerySet):
         ``search_lexical_rank``, ``search_lexical_score``, ``search_vector_rank``,
         ``search_vector_score``, ``search_language``, ``search_route``,
         ``search_chunk_start``/``search_chunk_end`` (the best-matching chunk's place in the
-        indexed text), ``search_document_language`` (the language it was indexed in) and
+        indexed text), ``search_document_language`` (the language it was indexed in),
+        ``search_arms`` (each arm that found it: ``{"lexical": {"rank": 3, "score": 7.2},
+        "vector:multilingual": {...}}``; vector scores are language-centred, see centring.py) and
         ``search_highlight`` (HTML: the best sentences of that chunk, query words in ``<b>``;
         see snippets.py). An empty query gives an empty queryset.
         """
@@ -332,6 +334,9 @@ class SemanticSearchQuerySet(models.QuerySet):
             )
         annotations["search_document_language"] = RawSQL(
             f"{SEARCH_ALIAS}.language", (), output_field=models.CharField()
+        )
+        annotations["search_arms"] = RawSQL(
+            f"{SEARCH_ALIAS}.arms", (), output_field=models.JSONField()
         )
         searched = clone.annotate(**annotations).order_by("-search_score", "pk")
         searched._iterable_class = HighlightedIterable

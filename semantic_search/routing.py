@@ -316,7 +316,8 @@ def make_plan(
         language=chosen.restrict_language,
         exclusions=segment_websearch(exclusions),
         relative_floor=float(conf.get("FLOOR_RELATIVE")),
-        same_language_first=bool(conf.get("SAME_LANGUAGE_FIRST")),
+        query_language=chosen.language,
+        centring=not conf.get("SAME_LANGUAGE_FIRST"),
         text=words,
         unsegmented=unsegmented(plain or query, chosen.language),
     )

@@ -338,8 +338,7 @@ def test_06_search_runs_on_the_wheel(newcomer):
 
 def test_07_orm_german_question_finds_the_books_on_its_topic_first(newcomer):
     """The books on the question's topic, in all four languages, lead the results; the German
-    one shares no keyword with the question. (That it ranks first is issue 12's fusion
-    invariant: today a French book with a weaker vector score can edge ahead of it.)"""
+    one, which shares no keyword with the question, among the first two."""
     facts = newcomer.search_facts()
     orm = facts["orm"]
     assert "error" not in orm, orm["error"]
@@ -441,3 +440,21 @@ def test_16_two_word_queries_take_the_language_their_words_are_in(newcomer):
     assert decided == {"Siegermächte Besatzungszonen": "de", "rideau guerre": "fr",
                        "Schrodinger zebra": None}, routes
     assert routes["rideau guerre"]["method"] == "index", routes
+
+
+def test_17_no_foreign_book_weaker_by_meaning_ranks_above_a_german_one(newcomer):
+    """The German question: a German book without a keyword match is not ranked below a book
+    in another language that is weaker on the one arm both share (the multilingual model,
+    whose reported scores are language-centred); the lexical arm reads German only."""
+    orm = newcomer.search_facts()["orm"]
+    assert "error" not in orm, orm["error"]
+    assert orm["query_language"] == "de", _describe(orm)
+    results = orm["results"]
+    violations = [
+        (other["title"], german["title"])
+        for position, german in enumerate(results) if german["language"] == "de"
+        for other in results[:position]
+        if other["language"] != "de" and (other["vector"] or float("-inf")) <= german["vector"]
+    ]
+    assert not violations, f"{violations}\n{_describe(orm)}"
+    assert any(row["language"] != "de" for row in results[:4]), _describe(orm)
