@@ -152,12 +152,14 @@ def main() -> int:
         monolingual, pooled = run_xquad(args.data, Path(work), args.limit_queries)
     from django.conf import settings
     from django.contrib.contenttypes.models import ContentType
+    from django.core.management import call_command
     from django.db import connections
 
     from semantic_search import floor, queryset
 
     connections.close_all()  # the same process, on SciFact's database: no cached ids
     settings.DATABASES["default"]["NAME"] = "bench_quality_scifact"
+    call_command("migrate", verbosity=0, interactive=False)
     ContentType.objects.clear_cache()
     floor.forget_cached_gates()
     queryset._indexed_languages.clear()

@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 PRIOR_DOCUMENTS = 10
 # Means are recomputed once the documents written since exceed this share of those they saw.
 RECOMPUTE_SHARE = 0.2
+# A search also scans the nearest chunks in other languages than the query's when its own
+# language fills the first scan and the others hold at least this share of the documents
+# (below it, the filtered scan would walk past too many of the query language's chunks).
+FOREIGN_SCAN_SHARE = 0.05
 
 _RECOMPUTE = """
 WITH documents AS (
@@ -97,9 +101,9 @@ def documents_written(counts: Mapping[tuple[int, str, str, str], int], using: st
 
 def shift_cte(name: SQL, query: SQL, content_type_id: int, embedder: str, version: str,
               query_language: str | None) -> SQL:
-    """``name``: per language, what to add to a document's similarity to the query (``query``,
-    a CTE with the query vector ``v``); the row whose language is NULL is for documents in a
-    language without a mean."""
+    """``name``: per language, its documents and what to add to a document's similarity to the
+    query (``query``, a CTE with the query vector ``v``); the row whose language is NULL is for
+    documents in a language without a mean."""
     dots = compose(
         "SELECT l.language, l.documents::float8 AS documents, -(l.centroid <#> q.v) AS dot"
         " FROM semantic_search_languagecentroid l, {query} q"
@@ -112,11 +116,12 @@ def shift_cte(name: SQL, query: SQL, content_type_id: int, embedder: str, versio
                      prior=float(PRIOR_DOCUMENTS))
     return compose(
         "{name} AS MATERIALIZED ("
-        " WITH languages AS (SELECT language, {shrunk} AS dot, mean FROM ("
+        " WITH languages AS (SELECT language, documents, {shrunk} AS dot, mean FROM ("
         "  SELECT language, documents, dot, {mean} AS mean FROM ({dots}) d) m),"
         " reference AS (SELECT coalesce((SELECT dot FROM languages WHERE language = {language}),"
         "  (SELECT max(mean) FROM languages)) AS dot)"
-        " SELECT l.language, r.dot - l.dot AS shift FROM languages l, reference r"
-        " UNION ALL SELECT NULL, r.dot - (SELECT max(mean) FROM languages) FROM reference r)",
+        " SELECT l.language, l.documents, r.dot - l.dot AS shift FROM languages l, reference r"
+        " UNION ALL SELECT NULL, NULL, r.dot - (SELECT max(mean) FROM languages)"
+        " FROM reference r)",
         name=name, shrunk=shrunk, mean=mean, dots=dots, language=query_language or "",
     )

@@ -306,12 +306,40 @@ def build_embedder(spec: conf.EmbedderSpec) -> Embedder:
     return import_string(backend)(spec.name, **options)
 
 
-def get_embedder(name: str) -> Embedder:
-    """The process-wide embedder configured under ``name``."""
+def get_embedder(name: str, version: str | None = None) -> Embedder:
+    """The process-wide embedder configured under ``name``; with ``version``, the one that made
+    that version's vectors (the configured one, or an earlier model while the index moves to the
+    configured one: see versions.py)."""
     with _embedders_lock:
         if name not in _embedders:
             _embedders[name] = build_embedder(conf.embedder_spec(name))
-        return _embedders[name]
+        current = _embedders[name]
+        if version is None or version == current.version:
+            return current
+        key = f"{name}\0{version}"
+        if key not in _embedders:
+            _embedders[key] = _earlier_embedder(conf.embedder_spec(name), version)
+        return _embedders[key]
+
+
+def model_of_version(version: str) -> str:
+    """The MODEL setting a version string was made from (``<model>@<fingerprint>``)."""
+    base = version.rsplit("@", 1)[0]
+    return f"packaged:{base}" if base in PACKAGED_MODELS else base
+
+
+def _earlier_embedder(spec: conf.EmbedderSpec, version: str) -> Embedder:
+    """The configured embedder's options with the model an earlier version came from; the
+    folder must still be there, unchanged (its fingerprint is the version's)."""
+    options = {k: v for k, v in spec.options.items() if k not in {"VERSION"}}
+    options["MODEL"] = model_of_version(version)
+    embedder = build_embedder(conf.EmbedderSpec(spec.name, options, spec.languages))
+    if embedder.version != version:
+        raise ImproperlyConfigured(
+            f"Embedder {spec.name!r}: the model of version {version!r} is no longer at "
+            f"{options['MODEL']!r} (found {embedder.version!r})."
+        )
+    return embedder
 
 
 def reset_embedders() -> None:

@@ -16,6 +16,10 @@ arm found one of the query's lexemes in it) or a match by meaning in some vector
 - and the candidate must lie in the upper part of the query's contrast: similarity >=
   background + ``FLOOR_RELATIVE`` x (best - background) (a setting).
 
+In a multilingual model's arm the similarities are the language-centred ones a search ranks by
+(centring.py), best and background included, so a translation is held to the same bar as a
+paragraph in the query's language.
+
 Known words first, because in a dense domain the gate alone cannot tell a real question from
 nonsense: E5 gives 44% of SciFact's claims less contrast than the most contrasted of 32 nonsense
 queries (bench/results/floor-study.txt), and gating them dropped vector-only nDCG@10 from 0.66
@@ -100,9 +104,9 @@ RECALIBRATE_SHARE = 0.2
 logger = logging.getLogger(__name__)
 
 
-def _probe_literals(embedder_name: str) -> list[str]:
+def _probe_literals(embedder_name: str, version: str | None = None) -> list[str]:
     """The probes' query vectors as pgvector literals, per embedder version."""
-    embedder = get_embedder(embedder_name)
+    embedder = get_embedder(embedder_name, version)
     key = (embedder_name, embedder.version)
     with _lock:
         cached = _probe_vectors.get(key)
@@ -114,27 +118,29 @@ def _probe_literals(embedder_name: str) -> list[str]:
     return cached
 
 
-def _own_vectors(content_type_id: int, embedder_name: str) -> SQL:
+def _own_vectors(content_type_id: int, embedder_name: str, version: str | None = None) -> SQL:
     """The condition on ``c`` (chunk embeddings) for this model's vectors of this embedder."""
     return compose(
         "c.embedder = {name} AND c.embedder_version = {version}"
         " AND c.content_type_id = {content_type}",
-        name=embedder_name, version=get_embedder(embedder_name).version,
+        name=embedder_name, version=get_embedder(embedder_name, version).version,
         content_type=content_type_id,
     )
 
 
-def _calibration_sql(content_type_id: int, embedder_name: str, depth: int) -> SQL:
+def _calibration_sql(
+    content_type_id: int, embedder_name: str, depth: int, version: str | None = None
+) -> SQL:
     """The largest contrast (nearest similarity - median similarity of the ``depth`` nearest
     chunks) of the probes, and how many vectors the model has in this embedder."""
-    embedder = get_embedder(embedder_name)
+    embedder = get_embedder(embedder_name, version)
     dimension = SQL(str(int(embedder.dimension)))
     expression = SQL(vector_expression(int(embedder.dimension)))
     probes = join(", ", (
         compose("({vector}::vector({dimension}))", vector=literal, dimension=dimension)
-        for literal in _probe_literals(embedder_name)
+        for literal in _probe_literals(embedder_name, version)
     ))
-    own = _own_vectors(content_type_id, embedder_name)
+    own = _own_vectors(content_type_id, embedder_name, version)
     return compose(
         "SELECT (SELECT max(contrast) FROM (VALUES {probes}) AS p(v) CROSS JOIN LATERAL ("
         " SELECT max(s) - percentile_cont(0.5) WITHIN GROUP (ORDER BY s) AS contrast FROM ("
@@ -154,11 +160,13 @@ SET gate = EXCLUDED.gate, vectors = EXCLUDED.vectors, changed = 0, computed_at =
 """
 
 
-def calibrate(content_type_id: int, embedder_name: str, depth: int, using: str) -> float | None:
+def calibrate(
+    content_type_id: int, embedder_name: str, depth: int, using: str, version: str | None = None
+) -> float | None:
     """Measure the gate of this embedder's vectors of this model at ``depth`` and store it
     (a read-only database, e.g. a replica, keeps it in this process only)."""
-    embedder = get_embedder(embedder_name)
-    query = _calibration_sql(content_type_id, embedder_name, depth)
+    embedder = get_embedder(embedder_name, version)
+    query = _calibration_sql(content_type_id, embedder_name, depth, version)
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         # The same scan settings as a search's vector arm (see query.py).
         cursor.execute("SELECT set_config('hnsw.ef_search', %s, true),"
@@ -186,12 +194,13 @@ def _is_stale(vectors: int, changed: int) -> bool:
 
 
 def vector_gate(
-    content_type_id: int, embedder_name: str, candidates: int, using: str
+    content_type_id: int, embedder_name: str, candidates: int, using: str,
+    version: str | None = None,
 ) -> float | None:
     """The contrast a query must reach in this embedder's vectors of this model for its vector
     hits to count as matches (None: nothing indexed yet). Read from the stored calibration;
     measured here only when there is none or it is stale."""
-    embedder = get_embedder(embedder_name)
+    embedder = get_embedder(embedder_name, version)
     depth = reference_depth(candidates)
     key = (using, content_type_id, embedder_name, embedder.version, depth)
     with _lock:
@@ -203,7 +212,7 @@ def vector_gate(
         embedder_version=embedder.version, depth=depth,
     ).values_list("gate", "vectors", "changed").first()
     if row is None or _is_stale(row[1], row[2]):
-        return calibrate(content_type_id, embedder_name, depth, using)
+        return calibrate(content_type_id, embedder_name, depth, using, version)
     with _lock:
         _gates[key] = (time.monotonic(), row[0])
     return row[0]

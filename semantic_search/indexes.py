@@ -17,7 +17,8 @@ import logging
 import re
 from dataclasses import dataclass
 
-from django.db import connections
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, connections, transaction
 from django.db.models.signals import post_migrate
 
 from . import conf
@@ -55,12 +56,32 @@ def vector_expression(dimension: int) -> str:
     return f"vector::vector({int(dimension)})"
 
 
-def expected_indexes() -> list[VectorIndex]:
+def expected_indexes(using: str = "default") -> list[VectorIndex]:
+    """An index per configured embedder version, and per earlier version that some model's
+    searches still read while the index moves to the configured one (versions.py)."""
     indexes = []
     for spec in conf.embedder_specs():
         embedder = get_embedder(spec.name)
         indexes.append(VectorIndex(spec.name, embedder.version, int(embedder.dimension)))
+    for name, version in _serving_versions(using):
+        if name in {index.embedder for index in indexes} and version not in {
+            index.version for index in indexes if index.embedder == name
+        }:
+            try:
+                dimension = int(get_embedder(name, version).dimension)
+            except (ImproperlyConfigured, OSError):
+                continue  # searches read the configured version (versions.serving_version)
+            indexes.append(VectorIndex(name, version, dimension))
     return indexes
+
+
+def _serving_versions(using: str) -> list[tuple[str, str]]:
+    try:
+        with transaction.atomic(using=using), connections[using].cursor() as cursor:
+            cursor.execute("SELECT DISTINCT embedder, version FROM semantic_search_servingversion")
+            return cursor.fetchall()
+    except DatabaseError:  # before the migration that creates the table
+        return []
 
 
 def ensure_vector_indexes(using: str = "default", drop_unused: bool = True) -> list[str]:
@@ -70,7 +91,7 @@ def ensure_vector_indexes(using: str = "default", drop_unused: bool = True) -> l
     """
     connection = connections[using]
     quote = connection.ops.quote_name
-    wanted = {index.name: index for index in expected_indexes()}
+    wanted = {index.name: index for index in expected_indexes(using)}
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT indexname FROM pg_indexes WHERE tablename = %s AND indexname LIKE %s",

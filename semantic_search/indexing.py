@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError, connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from . import centring, conf, floor, lexical, registry
+from . import centring, conf, floor, lexical, registry, versions
 from .chunking import Chunk, chunk_text, text_hash
 from .embedders import get_embedder
 from .languages import search_config
@@ -112,25 +113,28 @@ def _index_group(
     objects = {str(pk): obj for pk, obj in objects.items()}
     report.add(_delete_entries([e for e in entries if e["object_id"] not in objects], using))
     existing = _existing_chunks([e["id"] for e in entries if e["object_id"] in objects], using)
+    content_type_id = entries[0]["content_type_id"]
+    kept = {spec.name: versions.kept_versions(content_type_id, spec.name, using)
+            for spec in conf.embedder_specs()}
 
     plans = []
     for entry in entries:
         instance = objects.get(entry["object_id"])
         if instance is None:
             continue
-        plan = _plan(registration, entry, instance, existing.get(entry["id"], {}), force)
+        plan = _plan(registration, entry, instance, existing.get(entry["id"], {}), force, kept)
         if plan is None:
             report.skipped_unchanged += 1
         else:
             plans.append(plan)
     vectors = _embed(plans)
     report.chunks_embedded += sum(len(v) for v in vectors.values())
-    report.add(_write(plans, vectors, using))
+    report.add(_write(plans, vectors, using, kept))
     return report
 
 
 def _existing_chunks(entry_ids: list[int], using: str) -> dict[int, dict[str, dict]]:
-    """entry -> embedder -> {"versions": {...}, "vectors": {chunk hash: vector}}."""
+    """entry -> embedder -> version -> {chunk hash: vector}."""
     result: dict[int, dict[str, dict]] = defaultdict(dict)
     rows = (
         ChunkEmbedding.objects.using(using)
@@ -138,15 +142,16 @@ def _existing_chunks(entry_ids: list[int], using: str) -> dict[int, dict[str, di
         .values_list("entry_id", "embedder", "embedder_version", "text_hash", "vector")
     )
     for entry_id, embedder, version, chunk_hash, vector in rows:
-        slot = result[entry_id].setdefault(embedder, {"versions": set(), "vectors": {}})
-        slot["versions"].add(version)
-        slot["vectors"][chunk_hash] = vector
+        result[entry_id].setdefault(embedder, {}).setdefault(version, {})[chunk_hash] = vector
     return result
 
 
 def _plan(
-    registration: Registration, entry: dict, instance, existing: dict[str, dict], force: bool
+    registration: Registration, entry: dict, instance, existing: dict[str, dict], force: bool,
+    kept: dict[str, set[str]],
 ) -> PlannedEntry | None:
+    """``kept``: per embedder, the versions an entry may hold (the configured one, and the
+    serving one while the index moves to it: versions.py)."""
     document = registration.document(instance)
     digest = document_hash(document)
     names = applicable_embedders(registration, document.language)
@@ -155,12 +160,13 @@ def _plan(
     overlap = int(conf.get("CHUNK_OVERLAP_TOKENS"))
     for name in names:
         embedder = get_embedder(name)
-        current = existing.get(name)
-        if unchanged and current and current["versions"] == {embedder.version}:
+        held = existing.get(name, {})
+        up_to_date = embedder.version in held and set(held) <= kept[name]
+        if unchanged and up_to_date:
             continue
         plan.chunks[name] = chunk_text(document.text, embedder, overlap=overlap)
-        if current and current["versions"] == {embedder.version} and not force:
-            plan.reuse[name] = current["vectors"]
+        if embedder.version in held and not force:
+            plan.reuse[name] = held[embedder.version]
     stale_embedders = set(existing) - set(names)
     if unchanged and not plan.chunks and not stale_embedders:
         return None
@@ -254,7 +260,8 @@ def _update_entry(cursor, plan: PlannedEntry, now, using: str) -> None:
 
 
 def _write(
-    plans: list[PlannedEntry], vectors: dict[str, dict[str, np.ndarray]], using: str
+    plans: list[PlannedEntry], vectors: dict[str, dict[str, np.ndarray]], using: str,
+    kept: dict[str, set[str]],
 ) -> IndexReport:
     """Write results for the entries whose revision is unchanged and that nobody else holds."""
     report = IndexReport()
@@ -270,7 +277,7 @@ def _write(
         for plan in fresh:
             _update_entry(cursor, plan, now, using)
         lexical.write_postings(cursor, fresh_ids)
-        _replace_chunks(fresh, vectors, using, owners)
+        _replace_chunks(fresh, vectors, using, owners, kept)
     written: Counter[tuple[int, str]] = Counter()
     for plan in fresh:
         for name, chunks in plan.chunks.items():
@@ -283,6 +290,11 @@ def _write(
         centring.documents_written(_documents_per_language(fresh, owners), using)
     except DatabaseError:  # stale or missing means shift less; the next batch retries
         logger.warning("semantic_search: language means not updated", exc_info=True)
+    try:
+        versions.after_batch({(owners[p.entry_id][0], name) for p in fresh for name in p.chunks},
+                             using)
+    except DatabaseError:  # the reindex command and later batches check again
+        logger.warning("semantic_search: serving versions not checked", exc_info=True)
     report.indexed = len(fresh)
     report.superseded = len(plans) - len(fresh) - len(report.busy)
     return report
@@ -307,15 +319,19 @@ def _replace_chunks(
     vectors: dict[str, dict[str, np.ndarray]],
     using: str,
     owners: dict[int, tuple[int, str]],
+    kept: dict[str, set[str]],
 ) -> None:
-    """Delete each entry's chunks of re-embedded or no-longer-applicable embedders, then
-    insert the new ones."""
+    """Delete each entry's chunks of re-embedded or no-longer-applicable embedders (but not
+    those of a serving version the index is moving away from: ``kept``), then insert the new
+    ones."""
     rows = []
     for plan in plans:
         untouched = set(plan.embedders) - set(plan.chunks)
-        ChunkEmbedding.objects.using(using).filter(entry_id=plan.entry_id).exclude(
-            embedder__in=untouched
-        ).delete()
+        keep = Q(embedder__in=untouched)
+        for name in plan.chunks:
+            for version in kept.get(name, set()) - {get_embedder(name).version}:
+                keep |= Q(embedder=name, embedder_version=version)
+        ChunkEmbedding.objects.using(using).filter(entry_id=plan.entry_id).exclude(keep).delete()
         for name, chunks in plan.chunks.items():
             version = get_embedder(name).version
             for chunk in chunks:

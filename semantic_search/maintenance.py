@@ -10,7 +10,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from . import conf
+from . import conf, versions
 from .changes import dispatch, record_saved
 from .embedders import get_embedder
 from .models import ChunkEmbedding, IndexState, SearchEntry
@@ -59,19 +59,24 @@ def _current_versions() -> dict[str, str]:
 
 
 def stale(registration: Registration, using: str) -> QuerySet[SearchEntry]:
-    """Indexed entries whose vectors come from another model version, or from an embedder
-    that is no longer configured, or that lack an embedder that now applies to them."""
-    versions = _current_versions()
-    current = Q()
-    for name, version in versions.items():
-        current |= Q(embedder=name, embedder_version=version)
-    outdated = ChunkEmbedding.objects.using(using).filter(entry=OuterRef("pk")).exclude(current)
+    """Indexed entries whose vectors come from another model version (other than the serving
+    one the index is moving away from, see versions.py), or from an embedder that is no longer
+    configured, or that lack the configured version of an embedder that applies to them."""
+    current = _current_versions()
+    content_type_id = _content_type(registration, using).id
+    kept = Q()
+    for name, version in current.items():
+        kept |= Q(embedder=name, embedder_version=version)
+        serving = versions.stored_serving_version(content_type_id, name, using)
+        if serving is not None:
+            kept |= Q(embedder=name, embedder_version=serving)
+    outdated = ChunkEmbedding.objects.using(using).filter(entry=OuterRef("pk")).exclude(kept)
     lacking = Q()
     for spec in conf.embedder_specs():
         if registration.embedders is not None and spec.name not in registration.embedders:
             continue
         has_chunks = ChunkEmbedding.objects.using(using).filter(
-            entry=OuterRef("pk"), embedder=spec.name
+            entry=OuterRef("pk"), embedder=spec.name, embedder_version=current[spec.name]
         )
         served = Q() if spec.languages is None else Q(language__in=sorted(spec.languages))
         lacking |= served & ~Exists(has_chunks)

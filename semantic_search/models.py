@@ -78,8 +78,10 @@ class ChunkEmbedding(models.Model):
 
     class Meta:
         constraints = [
+            # An entry holds two versions of an embedder while the index moves (versions.py).
             models.UniqueConstraint(
-                fields=["entry", "embedder", "chunk"], name="semantic_search_chunk_unique"
+                fields=["entry", "embedder", "embedder_version", "chunk"],
+                name="semantic_search_chunk_version_unique",
             )
         ]
         indexes = [models.Index(fields=["embedder", "embedder_version"])]
@@ -225,3 +227,22 @@ class LanguageCentroid(models.Model):
 
     def __str__(self) -> str:
         return f"{self.embedder} {self.language or '?'}: {self.documents} documents"
+
+
+class ServingVersion(models.Model):
+    """The embedder version a model's searches read (see versions.py): the configured one once
+    its vectors are complete, an earlier one while the index moves to it."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    embedder = models.CharField(max_length=64)
+    version = models.CharField(max_length=255)
+    switched_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["content_type", "embedder"],
+                                    name="semantic_search_serving_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.embedder}: {self.version}"

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from .centring import shift_cte
+from .centring import FOREIGN_SCAN_SHARE, shift_cte
 from .indexes import vector_expression
 from .sql import EMPTY, SQL, compose, join
 
@@ -322,17 +322,18 @@ def _vector_cte(
                               plan.query_language))
         if plan.query_language:
             # A query's own language can fill the scan: the nearest chunks in other languages
-            # too, when the scan holds fewer than half of them and the index holds any.
+            # too, when the scan holds fewer than half of them and the index holds enough.
             ctes.append(compose(
                 "foreign_{index} AS MATERIALIZED ({select} FROM semantic_search_chunkembedding c"
                 " WHERE (SELECT count(*) FILTER (WHERE language IS DISTINCT FROM {language})"
                 "  < {half} FROM {name})"
-                " AND EXISTS (SELECT 1 FROM {shift} WHERE language <> {language})"
+                " AND (SELECT sum(documents) FILTER (WHERE language <> {language})"
+                "  >= {share} * sum(documents) FROM {shift})"
                 " AND {base}{where}{filtered} AND c.language <> {language}"
                 " ORDER BY distance LIMIT {chunks})",
                 index=SQL(str(index)), select=select, language=plan.query_language,
                 half=chunks // 2, name=scan_name, shift=shift, base=base, where=where,
-                filtered=filtered, chunks=chunks,
+                filtered=filtered, chunks=chunks, share=FOREIGN_SCAN_SHARE,
             ))
             foreign = compose(" UNION ALL SELECT * FROM foreign_{index}", index=SQL(str(index)))
     # Long documents can fill the scan with their own chunks: when it holds fewer distinct

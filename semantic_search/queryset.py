@@ -262,8 +262,9 @@ class SemanticSearchQuerySet(models.QuerySet):
         content_type = ContentType.objects.db_manager(self.db).get_for_model(self.model)
         name = embedder or conf.embedder_specs()[0].name
         from .embedders import get_embedder
+        from .versions import serving_version
 
-        model_embedder = get_embedder(name)
+        model_embedder = get_embedder(name, serving_version(content_type.id, name, self.db))
         vectors = list(
             ChunkEmbedding.objects.using(self.db)
             .filter(

@@ -198,8 +198,8 @@ class BoundedCache:
 class _QueryVectorCache(BoundedCache):
     """Query vectors per (embedder, version, text)."""
 
-    def get(self, name: str, text: str) -> tuple[float, ...]:
-        embedder = get_embedder(name)
+    def get(self, name: str, text: str, version: str | None = None) -> tuple[float, ...]:
+        embedder = get_embedder(name, version)
         return self.get_or_compute(
             (name, embedder.version, text),
             lambda: tuple(float(x) for x in embedder.encode_queries([text])[0]),
@@ -283,6 +283,7 @@ def make_plan(
     """The search plan of a routed query (embeds the query with each routed embedder; with
     the relevance floor on, each vector arm carries its calibrated gate, see floor.py)."""
     from .floor import vector_gate
+    from .versions import serving_version
 
     plain, phrases, exclusions = split_operators(query)
     words = segment(plain or query)  # what the lexical arm and the floor read
@@ -299,13 +300,14 @@ def make_plan(
     with_floor = conf.get("FLOOR") if floor is None else floor
     vectors = []
     for name in chosen.embedders:
-        embedder = get_embedder(name)
+        version = serving_version(content_type_id, name, using)
+        embedder = get_embedder(name, version)
         served = specs[name].languages
         vectors.append(
-            VectorArm(name, embedder.version, int(embedder.dimension),
-                      query_vectors.get(name, plain or query), vector_weight,
+            VectorArm(name, version, int(embedder.dimension),
+                      query_vectors.get(name, plain or query, version), vector_weight,
                       None if served is None else tuple(sorted(served)),
-                      vector_gate(content_type_id, name, settings["candidates"], using)
+                      vector_gate(content_type_id, name, settings["candidates"], using, version)
                       if with_floor else None)
         )
     return SearchPlan(

@@ -166,8 +166,8 @@ SNIPPET_MEANINGS = ("unmatched", "ties", "all", "none")
 class _SentenceVectors(BoundedCache):
     """Sentence vectors per (embedder, version, sentence); the missing ones encoded together."""
 
-    def get(self, name: str, sentences: Sequence[str]) -> np.ndarray:
-        embedder = get_embedder(name)
+    def get(self, name: str, sentences: Sequence[str], version: str | None = None) -> np.ndarray:
+        embedder = get_embedder(name, version)
 
         def encode(missing: list[tuple]) -> np.ndarray:
             texts = [key[2] for key in missing]
@@ -346,7 +346,7 @@ def _meaning_scores(work: list, arm: VectorArm | None) -> list[np.ndarray]:
     scores = [np.zeros(len(sentences), dtype=np.float32) for _, sentences, _, _ in work]
     if arm is None or not texts:
         return scores
-    vectors = sentence_vectors.get(arm.embedder, texts)
+    vectors = sentence_vectors.get(arm.embedder, texts, arm.version)
     query = np.asarray(arm.vector, dtype=np.float32)
     similarities = iter(vectors @ query / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12))
     for (_, _, _, encode), row in zip(work, scores, strict=True):

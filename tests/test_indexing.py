@@ -360,7 +360,12 @@ def test_reindex_after_a_large_run_recomputes_bm25_impacts():
     assert _impact_drift() < 1e-9
 
 
-def test_model_version_change_marks_rows_stale_and_reindex_moves_them(sync_mode, settings):
+def test_model_version_change_marks_rows_stale_and_reindex_moves_them(
+    sync_mode, settings, monkeypatch
+):
+    from semantic_search import versions
+
+    monkeypatch.setattr(versions, "CACHE_SECONDS", 0.0)  # the old vectors go right away
     article = Article.objects.create(title="Versioned", body="some text", language="en")
     registration = get_registration(Article)
     assert not stale(registration, "default").filter(pk=entry_of(article).pk).exists()

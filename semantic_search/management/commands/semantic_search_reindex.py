@@ -9,8 +9,9 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from semantic_search import conf, lexical
+from semantic_search import conf, lexical, versions
 from semantic_search.changes import dispatch
+from semantic_search.embedders import get_embedder
 from semantic_search.indexes import ensure_vector_indexes
 from semantic_search.indexing import IndexReport, index_entries
 from semantic_search.maintenance import entries, work_ids
@@ -51,6 +52,7 @@ class Command(BaseCommand):
             label = registration.label
             if not ids:
                 self.stdout.write(f"{label}: nothing to do")
+                self._switch_versions(registration, database)
                 continue
             if use_workers:
                 self._enqueue(registration, ids, batch_size, database, force, wait, no_progress)
@@ -64,6 +66,28 @@ class Command(BaseCommand):
                     f"{report.chunks_embedded} chunks embedded"
                 )
                 self._refresh(registration, len(ids), database)
+            if wait or not use_workers:
+                self._switch_versions(registration, database)
+
+    def _switch_versions(self, registration, database: str) -> None:
+        """Serve the configured embedder versions whose vectors are now complete."""
+        content_type = ContentType.objects.db_manager(database).get_for_model(registration.model)
+        for spec in conf.embedder_specs():
+            if registration.embedders is not None and spec.name not in registration.embedders:
+                continue
+            before = versions.stored_serving_version(content_type.id, spec.name, database)
+            versions.forget()
+            if not versions.switch_if_complete(content_type.id, spec.name, database):
+                self.stdout.write(f"{registration.label}: {spec.name} still serves {before} "
+                                  "(the new version's vectors are not complete)")
+                continue
+            if before not in (None, get_embedder(spec.name).version):
+                self.stdout.write(f"{registration.label}: {spec.name} now serves "
+                                  f"{get_embedder(spec.name).version} (was {before})")
+            while (wait := versions.retire(content_type.id, spec.name, database)) is not None:
+                self.stdout.write(f"{registration.label}: removing {spec.name}'s old vectors "
+                                  f"in {wait:.0f} s (once every process serves the new ones)")
+                time.sleep(wait + 0.1)
 
     def _refresh(self, registration, changed: int, database: str) -> None:
         """After a large run, BM25 impacts with the final average document length."""
