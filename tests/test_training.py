@@ -1,0 +1,109 @@
+"""Fine-tuning on a tiny corpus: the command writes a loadable model with a new version, and
+the index moves to it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.contrib.contenttypes.models import ContentType
+from django.core.management import CommandError, call_command
+
+from example_project.demo.models import Article
+from semantic_search import embedders, training, versions
+from semantic_search.models import ServingVersion
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BOOKS = [
+    ("Tides and the moon", "Why the sea rises twice a day: the pull of the moon and the sun."),
+    ("Baking sourdough", "A starter of flour and water, long fermentation and a hot oven."),
+    ("Chess openings", "The Sicilian defence, the Ruy Lopez and the queen's gambit explained."),
+    ("Volcano eruptions", "Magma chambers, ash clouds and the lava flows of Etna and Hekla."),
+    ("Training a puppy", "House rules, short sessions and rewards for a young dog."),
+    ("Medieval castles", "Keeps, moats and curtain walls: how lords defended their land."),
+    ("Growing tomatoes", "Sunny beds, deep watering and pinching out the side shoots."),
+    ("The stock market", "Shares, bonds and indices: how prices move on an exchange."),
+]
+FAST = ["--epochs", "1", "--batch-size", "4", "--max-length", "48", "--held-out", "0.25",
+        "--no-progress"]
+
+
+@pytest.fixture
+def books(settings):
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "SYNC": True}
+    versions.forget()
+    return [Article.objects.create(title=t, body=b, language="en") for t, b in BOOKS]
+
+
+def test_pairs_batches_and_splits_are_sound():
+    examples = training.examples_from_fields([(str(i), f"q{i}", f"d{i % 3}") for i in range(9)])
+    for batch in training.batches(examples, 4, seed=1):
+        assert len({e.positive_id for e in batch}) == len(batch)  # no false in-batch negative
+    train, held = training.split_by_query(examples, 0.34, seed=1)
+    assert {e.query_id for e in train}.isdisjoint({e.query_id for e in held}) and len(held) == 3
+    documents = {str(i): f"text {i}" for i in range(5)}
+    mined = training.with_hard_negatives(
+        training.examples_from_fields([("0", "a", "text 0"), ("1", "b", "text 1")]),
+        lambda anchor: ["0", "1", "2"], documents, count=2, seed=1,
+    )
+    assert mined[0].negatives == ("text 1", "text 2") and mined[1].negatives == ("text 0",
+                                                                                 "text 2")
+    with pytest.raises(training.TrainingInputError):
+        training.examples_from_fields([("1", "", "x")])
+
+
+def test_finetune_without_labels_writes_a_new_version_and_the_index_moves_to_it(
+    books, tmp_path, settings, capsys, monkeypatch
+):
+    output = tmp_path / "english-tuned"
+    base = embedders.get_embedder("english")
+    call_command("semantic_search_finetune", "english", "--model", "demo.Article",
+                 "--fields", "title:body", "--output", str(output), *FAST)
+    printed = capsys.readouterr().out
+    assert "held-out nDCG@10" in printed and "min on this machine" in printed
+    marker = json.loads((output / training.MARKER).read_text())
+    assert marker["base"] == base.version and marker["source"] == "fields title:body"
+    report = json.loads((output / "training-report.json").read_text())
+    assert report["steps"] >= 1 and report["ndcg_before"] is not None
+    tuned = embedders.SentenceTransformerEmbedder("english", str(output), local_files_only=True)
+    assert tuned.version != base.version and tuned.encode_queries(["tides"]).shape == (1, 384)
+
+    monkeypatch.setattr(versions, "CACHE_SECONDS", 0.0)
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "EMBEDDERS": {
+        **settings.SEMANTIC_SEARCH["EMBEDDERS"],
+        "english": {**settings.SEMANTIC_SEARCH["EMBEDDERS"]["english"], "MODEL": str(output)},
+    }}
+    embedders.reset_embedders()
+    try:
+        assert embedders.get_embedder("english").version == tuned.version
+        assert Article.objects.semantic_search("why does the sea rise", floor=False).exists()
+        call_command("semantic_search_reindex", "demo.Article", "--no-progress")
+        content_type = ContentType.objects.get_for_model(Article)
+        serving = ServingVersion.objects.get(content_type=content_type, embedder="english")
+        assert serving.version == tuned.version
+        top = Article.objects.semantic_search("why does the sea rise twice a day")[0]
+        assert top.title == "Tides and the moon"
+    finally:
+        embedders.reset_embedders()
+
+
+def test_dry_run_trains_nothing_and_bad_input_is_a_clear_error(books, tmp_path, capsys):
+    output = tmp_path / "dry"
+    call_command("semantic_search_finetune", "english", "--model", "demo.Article",
+                 "--fields", "title:body", "--output", str(output), "--dry-run", *FAST)
+    assert "steps of 4 pairs" in capsys.readouterr().out and not output.exists()
+    with pytest.raises(CommandError, match="--fields"):
+        call_command("semantic_search_finetune", "english", "--model", "demo.Article",
+                     "--fields", "title:nonexistent", "--output", str(output), *FAST)
+    with pytest.raises(CommandError, match="--queries and --qrels"):
+        call_command("semantic_search_finetune", "english", "--model", "demo.Article",
+                     "--output", str(output))
+    with pytest.raises(CommandError, match="no embedder"):
+        call_command("semantic_search_finetune", "nope", "--model", "demo.Article",
+                     "--fields", "title:body", "--output", str(output))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(CommandError, match="not empty"):
+        call_command("semantic_search_finetune", "english", "--model", "demo.Article",
+                     "--fields", "title:body", "--output", str(tmp_path / "full"))
