@@ -26,7 +26,7 @@ from django.db.models import Q, TextField
 from django.db.models.functions import Cast
 from tqdm import tqdm
 
-from semantic_search import conf, lexical
+from semantic_search import conf, lexical, versions
 from semantic_search.beir import (  # noqa: F401  (this module's API too)
     DOC_ID_MAX,
     CorpusDocument,
@@ -116,9 +116,12 @@ def prepare_corpus(
         _index_with_workers(work, using, progress)
     else:
         chunks = _index_here(work, using, progress).chunks_embedded
+    content_type = ContentType.objects.db_manager(using).get_for_model(EvaluationDocument)
     if work:
-        content_type = ContentType.objects.db_manager(using).get_for_model(EvaluationDocument)
         lexical.refresh_impacts(using, content_type.id)
+    for spec in conf.embedder_specs():  # a new embedder version: serve it once complete
+        if versions.switch_if_complete(content_type.id, spec.name, using):
+            versions.retire(content_type.id, spec.name, using)
     seconds = time.perf_counter() - started
     others = EvaluationDocument.objects.using(using).exclude(corpus=key).count()
     return PreparedCorpus(key, len(documents), loaded, chunks, seconds, others)

@@ -1,0 +1,157 @@
+"""Fine-tuning the English embedder on SciFact: the default ranking before and after, in one run.
+
+    eval $(.venv/bin/python -m example_project.services env)
+    .venv/bin/python bench/bench_finetune.py --data ../shared/data
+
+SciFact's judged training claims (qrels/train.tsv) are split by claim: ``--held-out`` of them
+(seeded) are the test and are never trained on. Compared on the test claims, with the default
+search (hybrid, routed, floor on) through the evaluation module:
+
+- before: the packaged all-MiniLM-L6-v2 as the ``english`` embedder;
+- (a) judged: ``semantic_search_finetune english --queries --qrels`` on the other claims (hard
+  negatives from today's search);
+- (b) no labels: ``semantic_search_finetune english --fields title:text`` over the corpus alone
+  (each abstract's title -> its text; in-batch negatives).
+
+Each side points the ``english`` embedder at its model folder and lets the evaluation re-embed
+the corpus (the index moves to the new version, versions.py). Runs on a copy of
+bench_quality_scifact (``bench_finetune``, made from it as a template), so the benchmark
+databases keep their models. Writes bench/results/finetune.txt.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_DIR / "bench"))
+
+import bench_quality as quality  # noqa: E402
+
+DATABASE = "bench_finetune"
+TEMPLATE = "bench_quality_scifact"
+
+
+def copy_database() -> None:
+    urls = quality.service_urls()
+    with psycopg.connect(quality.with_database(urls["DATABASE_URL"], "postgres"),
+                         autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{DATABASE}"')
+        connection.execute(f'CREATE DATABASE "{DATABASE}" TEMPLATE "{TEMPLATE}"')
+
+
+def split_claims(qrels_path: Path, share: float, seed: int, work: Path) -> tuple[Path, Path]:
+    lines = [line for line in qrels_path.read_text().splitlines()[1:] if line.strip()]
+    claims = sorted({line.split()[0] for line in lines})
+    random.Random(seed).shuffle(claims)
+    test = set(claims[: int(round(share * len(claims)))])
+    head = "query-id\tcorpus-id\tscore\n"
+    train_path, test_path = work / "train.tsv", work / "test.tsv"
+    train_path.write_text(head + "".join(f"{x}\n" for x in lines if x.split()[0] not in test))
+    test_path.write_text(head + "".join(f"{x}\n" for x in lines if x.split()[0] in test))
+    return train_path, test_path
+
+
+def use_model(folder: str | None) -> None:
+    """Point the ``english`` embedder at ``folder`` (None: the packaged model)."""
+    from django.conf import settings
+
+    from semantic_search import embedders, versions
+
+    embedder_settings = settings.SEMANTIC_SEARCH["EMBEDDERS"]
+    english = {**embedder_settings["english"],
+               "MODEL": folder or "packaged:all-MiniLM-L6-v2"}
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH,
+                                "EMBEDDERS": {**embedder_settings, "english": english}}
+    embedders.reset_embedders()
+    versions.forget()
+
+
+def measure(label: str, corpus: Path, queries: Path, qrels: Path) -> dict:
+    from semantic_search.contrib.evaluation import evaluate as evaluation
+
+    started = time.perf_counter()
+    prepared = evaluation.prepare_corpus(corpus, progress=False)
+    reindex = time.perf_counter() - started
+    qrels_map = evaluation.read_qrels(qrels)
+    judged = evaluation.judged_queries(evaluation.read_queries(queries), qrels_map)
+    result = evaluation.run_evaluation(prepared, judged, qrels_map,
+                                       evaluation.SearchOptions("hybrid"), cold=False)
+    row = {"label": label, **{k: result.scores[k] for k in ("ndcg@10", "recall@100")},
+           "queries": len(judged), "reindex_s": reindex, "ms": result.mean_query_ms}
+    print(row, flush=True)
+    return row
+
+
+def finetune(output: Path, key: str, *arguments: str) -> dict:
+    from django.core.management import call_command
+
+    call_command("semantic_search_finetune", "english", "--model",
+                 "semantic_search_evaluation.EvaluationDocument", "--filter", f"corpus={key}",
+                 "--id-field", "doc_id", "--output", str(output), "--held-out", "0",
+                 "--no-progress", *arguments)
+    return json.loads((output / "training-report.json").read_text())
+
+
+def main() -> int:
+    parser = quality.comparison_parser(__doc__)
+    parser.add_argument("--held-out", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--epochs", type=int, default=1)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    copy_database()
+    quality.setup_django(DATABASE, 2)
+    from semantic_search import versions
+    from semantic_search.contrib.evaluation import evaluate as evaluation
+
+    versions.CACHE_SECONDS = 0.0  # one process: the old vectors may go right after a switch
+    folder = args.data / "scifact"
+    corpus, queries = folder / "corpus.jsonl", folder / "queries.jsonl"
+    key = evaluation.corpus_key(corpus)
+    rows, reports = [], {}
+    with tempfile.TemporaryDirectory(prefix="bench-finetune-") as temporary:
+        work = Path(temporary)
+        train_qrels, test_qrels = split_claims(folder / "qrels" / "train.tsv", args.held_out,
+                                               args.seed, work)
+        rows.append(measure("before (packaged all-MiniLM-L6-v2)", corpus, queries, test_qrels))
+        epochs = ["--epochs", str(args.epochs)]
+        reports["a"] = finetune(work / "judged", key, "--queries", str(queries),
+                                "--qrels", str(train_qrels), *epochs)
+        use_model(str(work / "judged"))
+        rows.append(measure("(a) fine-tuned on judged claims", corpus, queries, test_qrels))
+        use_model(None)
+        reports["b"] = finetune(work / "fields", key, "--fields", "title:text",
+                                "--hard-negatives", "0", *epochs)
+        use_model(str(work / "fields"))
+        rows.append(measure("(b) fine-tuned on titles -> abstracts, no labels", corpus,
+                            queries, test_qrels))
+        use_model(None)
+        measure("back to the packaged model", corpus, queries, test_qrels)
+    lines = quality.header("scifact", DATABASE, [Path(sys.executable).name, *sys.argv])
+    lines += ["", f"Test: {rows[0]['queries']} held-out SciFact training claims (seed "
+              f"{args.seed}, share {args.held_out}); default search (hybrid, routed, floor on).",
+              "", "| english embedder | nDCG@10 | Recall@100 | ms per query | re-embedding the "
+              "corpus |", "|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['label']} | {row['ndcg@10']:.4f} | {row['recall@100']:.4f} | "
+                     f"{row['ms']:.0f} | {row['reindex_s']:.0f} s |")
+    lines += ["", "| training | pairs | steps | minutes | peak RSS of the process |",
+              "|---|---|---|---|---|"]
+    for name, report in reports.items():
+        lines.append(f"| ({name}) | {report['examples']} | {report['steps']} | "
+                     f"{report['seconds'] / 60:.1f} | {report['peak_rss_mb']:.0f} MB |")
+    lines += ["", f"{time.perf_counter() - started:.0f} s"]
+    quality.save_report(args.out, "finetune.txt", lines)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
