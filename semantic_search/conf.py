@@ -81,6 +81,9 @@ DEFAULTS: dict[str, Any] = {
     # Which sentences snippets also score by meaning (encoding them: ~20-50 ms each on a CPU):
     # "unmatched" (results holding none of the query's words), "ties", "all" or "none".
     "SNIPPET_MEANING": "unmatched",
+    # semantic_search(..., rerank=True): {"MODEL": a CrossEncoder name or folder, "TOP_N": 20,
+    # "BATCH_SIZE": 16, "MAX_LENGTH": 256, "LOCAL_FILES_ONLY": False} (see reranking.py).
+    "RERANKER": None,
 }
 
 

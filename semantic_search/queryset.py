@@ -11,6 +11,7 @@ limit.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,7 +22,7 @@ from django.db.models import Q
 from django.db.models.expressions import RawSQL
 from django.db.models.sql.constants import INNER
 
-from . import conf, snippets
+from . import conf, reranking, snippets
 from .evidence import short_query_language
 from .languages import config_language
 from .query import SearchPlan, VectorArm, build_search_sql
@@ -35,14 +36,52 @@ from .routing import (
     plan_settings,
     route,
 )
-from .sql import SQL
+from .sql import SQL, compose
 
 SEARCH_ALIAS = "semantic_search_results"
 SEARCH_ANNOTATIONS = (
     "search_score", "search_lexical_rank", "search_lexical_score", "search_vector_rank",
     "search_vector_score", "search_language", "search_route", "search_highlight",
     "search_chunk_start", "search_chunk_end", "search_document_language", "search_arms",
+    "search_rerank_score",
 )
+
+
+class Reranking:
+    """A search's second stage (reranking.py): the cross-encoder's scores of its first
+    ``top_n`` results, computed once, when the search is first compiled."""
+
+    def __init__(self, top_n: int) -> None:
+        self.top_n = top_n
+        self.scores: dict[str, float] | None = None
+        self._lock = threading.Lock()
+
+    def scores_for(self, state: SearchState, connection, using: str) -> dict[str, float]:
+        with self._lock:
+            if self.scores is None:
+                self.scores = _rerank(state, self.top_n, connection, using)
+            return self.scores
+
+
+def _rerank(state: SearchState, top_n: int, connection, using: str) -> dict[str, float]:
+    """The cross-encoder's score of each of the fused statement's first ``top_n`` objects
+    (empty when there is no reranker to use)."""
+    first = compose(
+        "SELECT object_id FROM ({search}) s ORDER BY score DESC, object_id LIMIT {top_n}",
+        search=build_search_sql(state.plan, state.object_filter(connection)), top_n=top_n,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(first.sql, first.params)
+        ids = [row[0] for row in cursor.fetchall()]
+    model = state.base.model
+    pk = model._meta.pk
+    objects = model._base_manager.using(using).in_bulk([pk.to_python(i) for i in ids])
+    by_text = {str(key): obj for key, obj in objects.items()}
+    kept = [i for i in ids if i in by_text]
+    registration = get_registration(model)
+    scores = reranking.scores(state.query, [registration.document(by_text[i]).text
+                                            for i in kept])
+    return {} if scores is None else dict(zip(kept, scores, strict=True))
 
 
 @dataclass(frozen=True)
@@ -53,6 +92,7 @@ class SearchState:
     plan: SearchPlan
     route: Route | None
     base: models.QuerySet
+    rerank: Reranking | None = None
 
     def object_filter(self, connection) -> QuerysetFilter | None:
         """The base queryset's filters, or None when it has none."""
@@ -100,6 +140,14 @@ class SearchJoin:
 
     def as_sql(self, compiler, connection) -> tuple[str, list]:
         search = build_search_sql(self.state.plan, self.state.object_filter(connection))
+        if self.state.rerank is not None:
+            scores = self.state.rerank.scores_for(self.state, connection, compiler.using)
+            search = compose(
+                "SELECT s.*, r.rerank FROM ({search}) s LEFT JOIN (SELECT"
+                " unnest({ids}::text[]) AS object_id, unnest({scores}::float8[]) AS rerank) r"
+                " ON r.object_id = s.object_id",
+                search=search, ids=list(scores), scores=list(scores.values()),
+            )
         pk = self.state.base.model._meta.pk
         parent = compiler.quote_name_unless_alias(self.parent_alias)
         on = (
@@ -213,6 +261,7 @@ class SemanticSearchQuerySet(models.QuerySet):
         fusion: str | None = None,
         candidates: int | None = None,
         floor: bool | None = None,
+        rerank: bool = False,
     ) -> SemanticSearchQuerySet:
         """Rank this queryset's objects by relevance to ``query``, best first.
 
@@ -227,13 +276,18 @@ class SemanticSearchQuerySet(models.QuerySet):
         ``search_arms`` (each arm that found it: ``{"lexical": {"rank": 3, "score": 7.2},
         "vector:multilingual": {...}}``; vector scores are language-centred, see centring.py) and
         ``search_highlight`` (HTML: the best sentences of that chunk, query words in ``<b>``;
-        see snippets.py). An empty query gives an empty queryset.
+        see snippets.py). ``rerank=True``: the ``RERANKER`` cross-encoder reorders the first
+        ``TOP_N`` results (``search_rerank_score``; see reranking.py). An empty query gives an
+        empty queryset.
         """
         self._check_searchable()
         checked_candidates(candidates)
         checked_fusion(fusion)
         if floor is not None and not isinstance(floor, bool):
             raise ValueError(f"floor must be True, False or None, got {floor!r}")
+        if not isinstance(rerank, bool):
+            raise ValueError(f"rerank must be True or False, got {rerank!r}")
+        second_stage = Reranking(reranking.options()["TOP_N"]) if rerank else None
         text = normalize_query(query or "")
         if not text:
             return self.none()
@@ -249,7 +303,9 @@ class SemanticSearchQuerySet(models.QuerySet):
             content_type.id, text, chosen, fusion=fusion, candidates=candidates, floor=floor,
             using=self.db,
         )
-        return self._with_search(SearchState(text, plan, chosen, self._base_for_search()))
+        return self._with_search(
+            SearchState(text, plan, chosen, self._base_for_search(), second_stage)
+        )
 
     def more_like_this(
         self, instance: models.Model, *, embedder: str | None = None, candidates: int | None = None
@@ -339,7 +395,13 @@ class SemanticSearchQuerySet(models.QuerySet):
         annotations["search_arms"] = RawSQL(
             f"{SEARCH_ALIAS}.arms", (), output_field=models.JSONField()
         )
-        searched = clone.annotate(**annotations).order_by("-search_score", "pk")
+        order: list[Any] = ["-search_score", "pk"]
+        if state.rerank is not None:
+            annotations["search_rerank_score"] = RawSQL(
+                f"{SEARCH_ALIAS}.rerank", (), output_field=models.FloatField()
+            )
+            order.insert(0, models.F("search_rerank_score").desc(nulls_last=True))
+        searched = clone.annotate(**annotations).order_by(*order)
         searched._iterable_class = HighlightedIterable
         return searched
 

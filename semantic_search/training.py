@@ -108,6 +108,14 @@ def examples_from_fields(rows: Iterable[tuple[str, str | None, str | None]]) -> 
     return examples
 
 
+def sample(examples: Sequence[Example], count: int, seed: int) -> list[Example]:
+    """At most ``count`` examples, a seeded random sample in their original order."""
+    if len(examples) <= count:
+        return list(examples)
+    keep = set(random.Random(seed).sample(range(len(examples)), count))
+    return [example for index, example in enumerate(examples) if index in keep]
+
+
 def split_by_query(
     examples: Sequence[Example], held_out_share: float, seed: int
 ) -> tuple[list[Example], list[Example]]:
@@ -277,6 +285,72 @@ def train(
     (output / MARKER).write_text(json.dumps(marker, indent=2, default=str) + "\n",
                                  encoding="utf-8")
     return steps, seconds
+
+
+def reranker_pairs(examples: Sequence[Example]) -> list[tuple[str, str, float]]:
+    """(anchor, text, label): each positive 1, each of its hard negatives 0."""
+    pairs = []
+    for example in examples:
+        pairs.append((example.anchor, example.positive, 1.0))
+        pairs += [(example.anchor, negative, 0.0) for negative in example.negatives]
+    return pairs
+
+
+def train_reranker(
+    base_path: str,
+    examples: Sequence[Example],
+    options: TrainingOptions,
+    output: Path,
+    marker: Mapping[str, object],
+    progress: bool = True,
+) -> tuple[int, float]:
+    """Train a cross-encoder (a relevance head on the model at ``base_path``) to tell each
+    example's positive from its hard negatives (binary cross-entropy), and save it to
+    ``output``. Returns the steps taken and the seconds they took."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from tqdm import tqdm
+
+    pairs = reranker_pairs(examples)
+    if not any(label == 0.0 for _, _, label in pairs):
+        raise TrainingInputError("a reranker needs hard negatives (--hard-negatives >= 1)")
+    torch.manual_seed(options.seed)
+    model = CrossEncoder(base_path, num_labels=1, max_length=options.max_length, device="cpu",
+                         local_files_only=True)
+    network, tokenizer = model.model, model.tokenizer
+    rng = random.Random(options.seed)
+    planned = []
+    for _ in range(options.epochs):
+        order = list(pairs)
+        rng.shuffle(order)
+        planned += [order[i : i + options.batch_size]
+                    for i in range(0, len(order), options.batch_size)]
+    optimizer, scheduler = _optimizer(network, options, len(planned))
+    loss = torch.nn.BCEWithLogitsLoss()
+    network.train()
+    started = time.perf_counter()
+    with tqdm(total=len(planned), desc="training the reranker", unit="step",
+              disable=not progress) as bar:
+        for batch in planned:
+            features = tokenizer([a for a, _, _ in batch], [t for _, t, _ in batch],
+                                 padding=True, truncation=True, max_length=options.max_length,
+                                 return_tensors="pt")
+            labels = torch.tensor([label for _, _, label in batch], dtype=torch.float32)
+            value = loss(network(**features).logits.view(-1), labels)
+            value.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            bar.set_postfix(loss=f"{float(value.detach()):.3f}")
+            bar.update(1)
+    seconds = time.perf_counter() - started
+    network.eval()
+    output.mkdir(parents=True, exist_ok=True)
+    model.save(str(output))
+    (output / MARKER).write_text(json.dumps({**marker, "kind": "reranker"}, indent=2,
+                                            default=str) + "\n", encoding="utf-8")
+    return len(planned), seconds
 
 
 def peak_rss_mb() -> float:

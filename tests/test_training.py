@@ -7,6 +7,7 @@ import json
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
 from example_project.demo.models import Article
@@ -107,3 +108,64 @@ def test_dry_run_trains_nothing_and_bad_input_is_a_clear_error(books, tmp_path, 
     with pytest.raises(CommandError, match="not empty"):
         call_command("semantic_search_finetune", "english", "--model", "demo.Article",
                      "--fields", "title:body", "--output", str(tmp_path / "full"))
+
+
+QUESTIONS = [
+    "why does the sea rise twice a day", "how do I bake bread with a starter",
+    "which defence answers e4 with c5", "where does lava come from",
+    "how to teach a young dog", "how did lords defend their land",
+    "how do I grow tomatoes", "how do share prices move",
+]
+
+
+def test_a_trained_reranker_orders_a_known_pair_first_and_keeps_a_queryset(
+    books, tmp_path, settings
+):
+    from django.core.paginator import Paginator
+
+    from semantic_search import reranking
+
+    queries, qrels = tmp_path / "queries.jsonl", tmp_path / "qrels.tsv"
+    queries.write_text("".join(json.dumps({"_id": f"q{i}", "text": text}) + "\n"
+                               for i, text in enumerate(QUESTIONS)))
+    qrels.write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"q{i}\t{book.pk}\t1\n" for i, book in enumerate(books)))
+    output = tmp_path / "reranker"
+    call_command("semantic_search_finetune", "english", "--model", "demo.Article",
+                 "--queries", str(queries), "--qrels", str(qrels), "--output", str(output),
+                 "--reranker", "--hard-negatives", "2", "--epochs", "10",
+                 "--learning-rate", "3e-4", "--batch-size", "4", "--max-length", "64",
+                 "--held-out", "0", "--no-progress")
+    assert json.loads((output / training.MARKER).read_text())["kind"] == "reranker"
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH,
+                                "RERANKER": {"MODEL": str(output), "TOP_N": 5}}
+    reranking.forget()
+    for question, book in list(zip(QUESTIONS, books, strict=True))[:4]:
+        results = Article.objects.semantic_search(question, rerank=True, floor=False)
+        ranked = [(a.title, a.search_rerank_score) for a in results[:5]]
+        assert ranked[0][0] == book.title, (question, ranked)
+        scored = [score for _, score in ranked]
+        assert None not in scored and scored == sorted(scored, reverse=True)
+    searched = Article.objects.semantic_search("sea and moon", rerank=True, floor=False)
+    page = Paginator(searched, 3).page(2)
+    assert len(page.object_list) == 3 and searched.count() == len(BOOKS)
+    first_page = [a.pk for a in searched[:3]]
+    assert first_page == [a.pk for a in list(searched)[:3]]  # slicing keeps the reranked order
+
+
+def test_a_reranker_that_cannot_load_keeps_the_fused_order(books, settings, caplog):
+    from semantic_search import reranking
+
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH,
+                                "RERANKER": {"MODEL": "/nowhere/reranker", "TOP_N": 5,
+                                             "LOCAL_FILES_ONLY": True}}
+    reranking.forget()
+    fused = [a.pk for a in Article.objects.semantic_search("castles and moats", floor=False)]
+    reranked = list(Article.objects.semantic_search("castles and moats", floor=False,
+                                                    rerank=True))
+    assert [a.pk for a in reranked] == fused
+    assert all(a.search_rerank_score is None for a in reranked)
+    assert "reranker" in caplog.text and "fused order" in caplog.text
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "RERANKER": None}
+    with pytest.raises(ImproperlyConfigured):
+        Article.objects.semantic_search("castles", rerank=True)

@@ -50,7 +50,13 @@ class Command(BaseCommand):
         parser.add_argument("--held-out", type=float, default=defaults.held_out_share,
                             help="share of the queries kept out of training, for the "
                                  "before/after metric")
+        parser.add_argument("--max-pairs", type=int, default=None,
+                            help="train on at most this many pairs (a random sample): a time "
+                                 "budget for large models")
         parser.add_argument("--seed", type=int, default=defaults.seed)
+        parser.add_argument("--reranker", action="store_true",
+                            help="train a cross-encoder for RERANKER (starting from the "
+                                 "embedder's weights) instead of the embedder")
         parser.add_argument("--dry-run", action="store_true",
                             help="build the pairs, estimate the time, train nothing")
         parser.add_argument("--no-progress", action="store_true")
@@ -69,6 +75,10 @@ class Command(BaseCommand):
         )
         self._check(settings)
         documents, examples = self._examples(queryset, registration, options)
+        if options["max_pairs"] is not None:
+            if options["max_pairs"] < 2:
+                raise CommandError("--max-pairs must be at least 2")
+            examples = training.sample(examples, options["max_pairs"], options["seed"])
         train, held_out = training.split_by_query(examples, settings.held_out_share,
                                                   settings.seed)
         self.stdout.write(
@@ -83,6 +93,9 @@ class Command(BaseCommand):
 
         train = training.with_hard_negatives(train, ranked, documents, settings.hard_negatives,
                                              settings.seed)
+        if options["reranker"]:
+            self._train_reranker(embedder, train, settings, output, options)
+            return
         prefixes = (embedder.query_prefix, embedder.passage_prefix)
         seconds, steps = training.estimate_seconds(embedder.path, prefixes, train, settings)
         self.stdout.write(f"{steps} steps of {settings.batch_size} pairs, about "
@@ -118,6 +131,27 @@ class Command(BaseCommand):
             f"[{embedder.name!r}]['MODEL'] = {str(output)!r}, then run "
             "`manage.py semantic_search_reindex` (searches read the old version until the new "
             "vectors are complete)"
+        )
+
+    def _train_reranker(self, embedder, train, settings, output, options) -> None:
+        pairs = training.reranker_pairs(train)
+        steps = settings.epochs * -(-len(pairs) // settings.batch_size)
+        self.stdout.write(f"reranker: {len(pairs)} (query, text) pairs, {steps} steps of "
+                          f"{settings.batch_size}")
+        if options["dry_run"]:
+            return
+        marker = {"base": embedder.version, "embedder": embedder.name,
+                  "trained_at": datetime.now(UTC).isoformat(), "pairs": len(pairs),
+                  "options": settings.__dict__}
+        try:
+            steps, seconds = training.train_reranker(embedder.path, train, settings, output,
+                                                     marker, progress=not options["no_progress"])
+        except training.TrainingInputError as error:
+            raise CommandError(str(error)) from error
+        self.stdout.write(
+            f"trained in {seconds / 60:.1f} min ({steps} steps), peak memory "
+            f"{training.peak_rss_mb():.0f} MB\nset SEMANTIC_SEARCH['RERANKER'] = "
+            f"{{'MODEL': {str(output)!r}}} and search with rerank=True"
         )
 
     def _embedder(self, name: str) -> SentenceTransformerEmbedder:

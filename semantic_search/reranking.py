@@ -1,0 +1,106 @@
+"""A second stage: a cross-encoder reorders a search's first ``TOP_N`` results.
+
+``semantic_search(query, rerank=True)`` with the ``RERANKER`` setting (any sentence-transformers
+``CrossEncoder``, by name or folder; ``manage.py semantic_search_finetune --reranker`` trains
+one, since no package ships cross-encoder weights). When the search is first compiled, the
+fused statement's top ``TOP_N`` objects are read with their indexed text (the fields the
+registration names), scored against the query by the cross-encoder in batches, and the search
+statement orders those objects by that score ahead of the rest (which keep the fused order).
+The results stay a queryset of the model: slicing, pagination, ``values()``.
+
+A reranker that cannot be loaded or fails to score logs a warning and leaves the fused order
+(and is not tried again for ``RETRY_SECONDS``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+from . import conf
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS = {"TOP_N": 20, "BATCH_SIZE": 16, "MAX_LENGTH": 256, "LOCAL_FILES_ONLY": False}
+RETRY_SECONDS = 60.0
+# Characters of a document's text given to the cross-encoder (its MAX_LENGTH tokens cut it).
+MAX_CHARS = 4000
+
+_lock = threading.Lock()
+_models: dict[str, Any] = {}
+_failed: dict[str, float] = {}
+
+
+def options() -> dict[str, Any]:
+    """The ``RERANKER`` setting with its defaults; ImproperlyConfigured when it is not set."""
+    configured = conf.get("RERANKER")
+    if not configured or not configured.get("MODEL"):
+        raise ImproperlyConfigured(
+            "rerank=True needs SEMANTIC_SEARCH['RERANKER'] = {'MODEL': <a CrossEncoder name or "
+            "folder>} (manage.py semantic_search_finetune --reranker trains one)."
+        )
+    merged = {**DEFAULTS, **configured}
+    if not isinstance(merged["TOP_N"], int) or not 1 <= merged["TOP_N"] <= 1000:
+        raise ImproperlyConfigured("SEMANTIC_SEARCH['RERANKER']['TOP_N'] must be 1-1000")
+    return merged
+
+
+def _load(settings: dict[str, Any]):
+    from sentence_transformers import CrossEncoder
+
+    from .embedders import resolve_model
+
+    path = resolve_model(str(settings["MODEL"]))
+    return CrossEncoder(path, device="cpu", max_length=int(settings["MAX_LENGTH"]),
+                        local_files_only=bool(settings["LOCAL_FILES_ONLY"]))
+
+
+def get_reranker(settings: dict[str, Any]):
+    """The process's cross-encoder, or None (logged) when it cannot be loaded."""
+    key = str(settings["MODEL"])
+    with _lock:
+        if key in _models:
+            return _models[key]
+        if time.monotonic() - _failed.get(key, -RETRY_SECONDS) < RETRY_SECONDS:
+            return None
+    try:
+        model = _load(settings)
+    except Exception as error:  # any loading failure: fused order, not an error page
+        logger.warning("semantic_search: reranker %r not loaded (%s); results keep the fused "
+                       "order", key, error)
+        with _lock:
+            _failed[key] = time.monotonic()
+        return None
+    with _lock:
+        _models[key] = model
+    return model
+
+
+def scores(query: str, texts: Sequence[str]) -> list[float] | None:
+    """The cross-encoder's score of each (query, text), or None when there is no reranker to
+    use (a warning says why)."""
+    settings = options()
+    model = get_reranker(settings)
+    if model is None or not texts:
+        return None
+    try:
+        predicted = model.predict([(query, text[:MAX_CHARS]) for text in texts],
+                                  batch_size=int(settings["BATCH_SIZE"]),
+                                  show_progress_bar=False, convert_to_numpy=True)
+    except Exception as error:  # a failing model: fused order
+        logger.warning("semantic_search: reranking failed (%s); results keep the fused order",
+                       error)
+        return None
+    return [float(value) for value in predicted]
+
+
+def forget() -> None:
+    """Drop the loaded rerankers and remembered failures (after a settings change)."""
+    with _lock:
+        _models.clear()
+        _failed.clear()
