@@ -11,7 +11,10 @@ search (hybrid, routed, floor on) through the evaluation module:
 - (a) judged: ``semantic_search_finetune english --queries --qrels`` on the other claims (hard
   negatives from today's search);
 - (b) no labels: ``semantic_search_finetune english --fields title:text`` over the corpus alone
-  (each abstract's title -> its text; in-batch negatives).
+  (each abstract's title -> its text; in-batch negatives; ``--max-pairs`` of them, 128 tokens);
+- (c) reranking: ``semantic_search_finetune english --reranker`` on the judged training claims
+  (a cross-encoder on all-MiniLM-L6-v2's weights), then the default with ``rerank=True``, the
+  first 20 and 50 reranked.
 
 Each side points the ``english`` embedder at its model folder and lets the evaluation re-embed
 the corpus (the index moves to the new version, versions.py). Runs on a copy of
@@ -74,7 +77,13 @@ def use_model(folder: str | None) -> None:
     versions.forget()
 
 
-def measure(label: str, corpus: Path, queries: Path, qrels: Path) -> dict:
+def measure(label: str, corpus: Path, queries: Path, qrels: Path,
+            rerank_top: tuple[int, ...] = ()) -> list[dict]:
+    """The default search on the test claims; with ``rerank_top``, also reranking the first N
+    (the RERANKER setting must be set)."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
     from semantic_search.contrib.evaluation import evaluate as evaluation
 
     started = time.perf_counter()
@@ -82,22 +91,51 @@ def measure(label: str, corpus: Path, queries: Path, qrels: Path) -> dict:
     reindex = time.perf_counter() - started
     qrels_map = evaluation.read_qrels(qrels)
     judged = evaluation.judged_queries(evaluation.read_queries(queries), qrels_map)
-    result = evaluation.run_evaluation(prepared, judged, qrels_map,
-                                       evaluation.SearchOptions("hybrid"), cold=False)
-    row = {"label": label, **{k: result.scores[k] for k in ("ndcg@10", "recall@100")},
-           "queries": len(judged), "reindex_s": reindex, "ms": result.mean_query_ms}
-    print(row, flush=True)
-    return row
+    rows = []
+    for top in (None, *rerank_top):
+        over = dict(settings.SEMANTIC_SEARCH)
+        if top is not None:
+            over["RERANKER"] = {**over["RERANKER"], "TOP_N": top}
+        with override_settings(SEMANTIC_SEARCH=over):
+            options = evaluation.SearchOptions("hybrid", rerank=top is not None)
+            result = evaluation.run_evaluation(prepared, judged, qrels_map, options, cold=False)
+        name = label if top is None else f"{label}, reranking the first {top}"
+        rows.append({"label": name, **{k: result.scores[k] for k in ("ndcg@10", "recall@100")},
+                     "queries": len(judged), "reindex_s": reindex if top is None else 0.0,
+                     "ms": result.mean_query_ms})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def use_reranker(folder: str) -> None:
+    from django.conf import settings
+
+    from semantic_search import reranking
+
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "RERANKER": {"MODEL": folder}}
+    reranking.forget()
 
 
 def finetune(output: Path, key: str, *arguments: str) -> dict:
     from django.core.management import call_command
 
+    started = time.perf_counter()
     call_command("semantic_search_finetune", "english", "--model",
                  "semantic_search_evaluation.EvaluationDocument", "--filter", f"corpus={key}",
                  "--id-field", "doc_id", "--output", str(output), "--held-out", "0",
                  "--no-progress", *arguments)
-    return json.loads((output / "training-report.json").read_text())
+    report = output / "training-report.json"
+    if report.exists():
+        return json.loads(report.read_text())
+    marker = json.loads((output / "semantic_search.json").read_text())  # a reranker
+    return {"examples": marker["pairs"], "steps": "-", "peak_rss_mb": training_peak(),
+            "seconds": time.perf_counter() - started}
+
+
+def training_peak() -> float:
+    from semantic_search.training import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 def main() -> int:
@@ -105,6 +143,8 @@ def main() -> int:
     parser.add_argument("--held-out", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--steps", default="a,b,c", help="which of a, b, c to run")
+    parser.add_argument("--max-pairs", type=int, default=1000, help="(b): pairs sampled")
     args = parser.parse_args()
     started = time.perf_counter()
     copy_database()
@@ -117,23 +157,34 @@ def main() -> int:
     corpus, queries = folder / "corpus.jsonl", folder / "queries.jsonl"
     key = evaluation.corpus_key(corpus)
     rows, reports = [], {}
+    steps = set(args.steps.split(","))
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as temporary:
         work = Path(temporary)
         train_qrels, test_qrels = split_claims(folder / "qrels" / "train.tsv", args.held_out,
                                                args.seed, work)
-        rows.append(measure("before (packaged all-MiniLM-L6-v2)", corpus, queries, test_qrels))
+        rows += measure("before (packaged all-MiniLM-L6-v2)", corpus, queries, test_qrels)
         epochs = ["--epochs", str(args.epochs)]
-        reports["a"] = finetune(work / "judged", key, "--queries", str(queries),
-                                "--qrels", str(train_qrels), *epochs)
-        use_model(str(work / "judged"))
-        rows.append(measure("(a) fine-tuned on judged claims", corpus, queries, test_qrels))
-        use_model(None)
-        reports["b"] = finetune(work / "fields", key, "--fields", "title:text",
-                                "--hard-negatives", "0", *epochs)
-        use_model(str(work / "fields"))
-        rows.append(measure("(b) fine-tuned on titles -> abstracts, no labels", corpus,
-                            queries, test_qrels))
-        use_model(None)
+        if "a" in steps:
+            reports["a"] = finetune(work / "judged", key, "--queries", str(queries),
+                                    "--qrels", str(train_qrels), *epochs)
+            use_model(str(work / "judged"))
+            rows += measure("(a) fine-tuned on judged claims", corpus, queries, test_qrels)
+            use_model(None)
+        if "b" in steps:
+            reports["b"] = finetune(work / "fields", key, "--fields", "title:text",
+                                    "--hard-negatives", "0", "--max-pairs", str(args.max_pairs),
+                                    "--max-length", "128", *epochs)
+            use_model(str(work / "fields"))
+            rows += measure("(b) fine-tuned on titles -> abstracts, no labels", corpus,
+                            queries, test_qrels)
+            use_model(None)
+        if "c" in steps:
+            reports["c"] = finetune(work / "reranker", key, "--queries", str(queries),
+                                    "--qrels", str(train_qrels), "--reranker", *epochs)
+            use_reranker(str(work / "reranker"))
+            prepare = measure("before (packaged all-MiniLM-L6-v2)", corpus, queries,
+                              test_qrels, (20, 50))
+            rows += prepare[1:]
         measure("back to the packaged model", corpus, queries, test_qrels)
     lines = quality.header("scifact", DATABASE, [Path(sys.executable).name, *sys.argv])
     lines += ["", f"Test: {rows[0]['queries']} held-out SciFact training claims (seed "
@@ -143,7 +194,8 @@ def main() -> int:
     for row in rows:
         lines.append(f"| {row['label']} | {row['ndcg@10']:.4f} | {row['recall@100']:.4f} | "
                      f"{row['ms']:.0f} | {row['reindex_s']:.0f} s |")
-    lines += ["", "| training | pairs | steps | minutes | peak RSS of the process |",
+    lines += ["", "| training | pairs | steps | minutes (with mining hard negatives) | peak RSS "
+              "of the process |",
               "|---|---|---|---|---|"]
     for name, report in reports.items():
         lines.append(f"| ({name}) | {report['examples']} | {report['steps']} | "

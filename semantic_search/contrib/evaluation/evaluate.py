@@ -215,13 +215,14 @@ class SearchOptions:
     fusion: str | None = None
     query_language: bool = False  # pass each query's "language" instead of detecting it
     floor: bool | None = None  # the relevance floor (None: the FLOOR setting)
+    rerank: bool = False  # the RERANKER's second stage
 
     def describe(self) -> str:
         languages = self.languages or conf.get("LANGUAGE_MODE")
         fusion = self.fusion or conf.get("FUSION")
         floor = conf.get("FLOOR") if self.floor is None else self.floor
         return (f"mode={self.mode} languages={languages} fusion={fusion} "
-                f"floor={'on' if floor else 'off'}")
+                f"floor={'on' if floor else 'off'}" + (" rerank=on" if self.rerank else ""))
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,7 @@ def search_queries(
         results = corpus.semantic_search(
             query.text, mode=options.mode, languages=options.languages, fusion=options.fusion,
             language=query.language if options.query_language else None, floor=options.floor,
+            rerank=options.rerank,
         )
         return list(results.values_list("doc_id", flat=True)[:DEPTH])
 

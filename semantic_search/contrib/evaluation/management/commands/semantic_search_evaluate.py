@@ -36,6 +36,8 @@ class Command(BaseCommand):
                             help="fusion (default: the FUSION setting)")
         parser.add_argument("--no-floor", dest="floor", action="store_false", default=None,
                             help="keep candidates below the relevance floor")
+        parser.add_argument("--rerank", action="store_true",
+                            help="reorder the first results with the RERANKER setting's model")
         parser.add_argument("--query-language", action="store_true",
                             help='pass each query\'s "language" instead of detecting it')
         parser.add_argument("--limit-queries", type=int, default=None, metavar="N",
@@ -54,6 +56,7 @@ class Command(BaseCommand):
         search = SearchOptions(
             mode=options["mode"], languages=options["languages"], fusion=options["fusion"],
             query_language=options["query_language"], floor=options["floor"],
+            rerank=options["rerank"],
         )
         try:
             result = evaluate(
