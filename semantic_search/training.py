@@ -196,14 +196,18 @@ def _load(path: str, max_length: int):
 
 
 def _step(model, loss, optimizer, scheduler, batch: Sequence[Example], prefixes, negatives: int):
-    import torch
-
     query_prefix, passage_prefix = prefixes
     columns = [[query_prefix + e.anchor for e in batch],
                [passage_prefix + e.positive for e in batch]]
     columns += [[passage_prefix + e.negatives[i] for e in batch] for i in range(negatives)]
     features = [model.tokenize(texts) for texts in columns]
-    value = loss(features, None)
+    return _update(loss(features, None), model, optimizer, scheduler)
+
+
+def _update(value, model, optimizer, scheduler) -> float:
+    """One optimizer step on the loss ``value`` (gradients clipped at 1)."""
+    import torch
+
     value.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
@@ -336,13 +340,9 @@ def train_reranker(
                                  padding=True, truncation=True, max_length=options.max_length,
                                  return_tensors="pt")
             labels = torch.tensor([label for _, _, label in batch], dtype=torch.float32)
-            value = loss(network(**features).logits.view(-1), labels)
-            value.backward()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            bar.set_postfix(loss=f"{float(value.detach()):.3f}")
+            value = _update(loss(network(**features).logits.view(-1), labels), network,
+                            optimizer, scheduler)
+            bar.set_postfix(loss=f"{value:.3f}")
             bar.update(1)
     seconds = time.perf_counter() - started
     network.eval()
