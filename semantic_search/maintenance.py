@@ -135,12 +135,14 @@ class StatusRow:
     missing: int
     orphaned: int
     lexical_truncated: int  # entries with text beyond the lexical limit (registry.py)
+    version: str = ""  # the configured embedder version
+    serving: str = ""  # the version searches read (another while the index moves: versions.py)
 
 
 def status(using: str = "default") -> list[StatusRow]:
     """Per registered model and embedder: how many objects are indexed, stale, pending, ..."""
     rows = []
-    versions = _current_versions()
+    versions_by_name = _current_versions()
     for registration in registrations():
         all_entries = entries(registration, using)
         objects = registration.model._base_manager.using(using).count()
@@ -156,15 +158,20 @@ def status(using: str = "default") -> list[StatusRow]:
             indexed = (
                 all_entries.filter(state=IndexState.INDEXED)
                 .filter(
-                    chunks__embedder=spec.name, chunks__embedder_version=versions[spec.name]
+                    chunks__embedder=spec.name,
+                    chunks__embedder_version=versions_by_name[spec.name],
                 )
                 .distinct()
                 .count()
             )
+            serving = versions.stored_serving_version(
+                _content_type(registration, using).id, spec.name, using
+            )
             rows.append(
                 StatusRow(
                     registration.label, spec.name, objects, indexed, stale_count, pending,
-                    failed, missing, orphan_count, truncated,
+                    failed, missing, orphan_count, truncated, versions_by_name[spec.name],
+                    serving or versions_by_name[spec.name],
                 )
             )
     return rows

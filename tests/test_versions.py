@@ -10,6 +10,7 @@ from django.core.management import call_command
 
 from example_project.demo.models import Article
 from semantic_search import embedders, indexing, versions
+from semantic_search.maintenance import status
 from semantic_search.models import ChunkEmbedding, SearchEntry, ServingVersion
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -92,6 +93,8 @@ def test_searches_read_the_old_version_until_the_new_one_is_complete(
     assert all(versions_of(article) == {old} for article in rest)
     search_during_the_move()
     assert ServingVersion.objects.get(content_type=content_type, embedder="english").version == old
+    row = next(r for r in status() if (r.model, r.embedder) == ("demo.Article", "english"))
+    assert (row.version, row.serving) == (new, old) and row.stale >= len(rest)
 
     call_command("semantic_search_reindex", "demo.Article", "--no-progress")
     assert ServingVersion.objects.get(content_type=content_type, embedder="english").version == new

@@ -1,5 +1,6 @@
-"""Per registered model and embedder: indexed, stale, pending, failed, missing, orphaned, and
-entries whose text went beyond the lexical limit (truncated)."""
+"""Per registered model and embedder: indexed, stale, pending, failed, missing, orphaned,
+entries whose text went beyond the lexical limit (truncated), the configured embedder version
+and the one searches read (serving; another while the index moves to a new model)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class Command(BaseCommand):
             self.stdout.write(_json([asdict(row) for row in rows]))
             return
         headers = ["model", "embedder", "objects", "indexed", "stale", "pending", "failed",
-                   "missing", "orphaned", "truncated"]
+                   "missing", "orphaned", "truncated", "version", "serving"]
         table = [headers] + [[str(v) for v in asdict(row).values()] for row in rows]
         widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
         for line in table:
