@@ -28,6 +28,9 @@ import numpy as np
 from .beir import Qrels, ndcg_at
 
 MARKER = "semantic_search.json"  # written into every trained folder: a new version
+# A reranker's relevance head starts from random weights: it learns at this rate (the encoder
+# under it at the options' rate).
+HEAD_LEARNING_RATE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -216,11 +219,20 @@ def _update(value, model, optimizer, scheduler) -> float:
     return float(value.detach())
 
 
-def _optimizer(model, options: TrainingOptions, steps: int):
+def _optimizer(model, options: TrainingOptions, steps: int, new_head: str | None = None):
+    """AdamW with linear warmup and decay; parameters whose name starts with ``new_head`` (a
+    freshly initialized layer) learn at HEAD_LEARNING_RATE, the pretrained ones at the
+    options' rate."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate)
+    named = list(model.named_parameters())
+    head = [p for name, p in named if new_head and name.startswith(new_head)]
+    body = [p for name, p in named if not (new_head and name.startswith(new_head))]
+    groups = [{"params": body, "lr": options.learning_rate}]
+    if head:
+        groups.append({"params": head, "lr": max(HEAD_LEARNING_RATE, options.learning_rate)})
+    optimizer = torch.optim.AdamW(groups)
     warmup = int(options.warmup_share * steps)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, max(steps, 1))
 
@@ -329,7 +341,7 @@ def train_reranker(
         rng.shuffle(order)
         planned += [order[i : i + options.batch_size]
                     for i in range(0, len(order), options.batch_size)]
-    optimizer, scheduler = _optimizer(network, options, len(planned))
+    optimizer, scheduler = _optimizer(network, options, len(planned), new_head="classifier")
     loss = torch.nn.BCEWithLogitsLoss()
     network.train()
     started = time.perf_counter()
