@@ -191,10 +191,13 @@ def batches(examples: Sequence[Example], size: int, seed: int) -> list[list[Exam
 
 
 def _load(path: str, max_length: int):
+    """The model at ``path`` for training: texts cut at ``max_length`` tokens (the saved model
+    keeps its own limit, so the index's chunks do not change size)."""
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(path, device="cpu", local_files_only=True)
-    model.max_seq_length = max_length
+    model.saved_max_seq_length = model.max_seq_length
+    model.max_seq_length = min(max_length, model.max_seq_length)
     return model
 
 
@@ -296,6 +299,7 @@ def train(
                 bar.update(1)
     seconds = time.perf_counter() - started
     model.eval()
+    model.max_seq_length = model.saved_max_seq_length
     output.mkdir(parents=True, exist_ok=True)
     model.save(str(output))
     (output / MARKER).write_text(json.dumps(marker, indent=2, default=str) + "\n",

@@ -69,6 +69,7 @@ def test_finetune_without_labels_writes_a_new_version_and_the_index_moves_to_it(
     assert report["steps"] >= 1 and report["ndcg_before"] is not None
     tuned = embedders.SentenceTransformerEmbedder("english", str(output), local_files_only=True)
     assert tuned.version != base.version and tuned.encode_queries(["tides"]).shape == (1, 384)
+    assert tuned.max_tokens == base.max_tokens  # --max-length cut training texts, not chunks
 
     monkeypatch.setattr(versions, "CACHE_SECONDS", 0.0)
     settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "EMBEDDERS": {
