@@ -145,6 +145,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--steps", default="a,b,c", help="which of a, b, c to run")
     parser.add_argument("--max-pairs", type=int, default=1000, help="(b): pairs sampled")
+    parser.add_argument("--rerank-top", type=int, nargs="+", default=[20, 50],
+                        help="(c): how many first results to rerank")
     args = parser.parse_args()
     started = time.perf_counter()
     copy_database()
@@ -175,7 +177,7 @@ def main() -> int:
                                     "--qrels", str(train_qrels), "--reranker", *epochs)
             use_reranker(str(work / "reranker"))
             prepare = measure("before (packaged all-MiniLM-L6-v2)", corpus, queries,
-                              test_qrels, (20, 50))
+                              test_qrels, tuple(args.rerank_top))
             rows += prepare[1:]
         if "b" in steps:
             reports["b"] = finetune(work / "fields", key, "--fields", "title:text",
