@@ -36,6 +36,7 @@ CHECK_SECONDS = 30.0
 _lock = threading.Lock()
 _serving: dict[tuple, tuple[float, str | None]] = {}
 _checked: dict[tuple, float] = {}
+_retiring: set[tuple] = set()  # switched here; the old vectors still wait for retire_after()
 
 _READ = """
 SELECT version FROM semantic_search_servingversion
@@ -116,7 +117,7 @@ def kept_versions(content_type_id: int, name: str, using: str) -> set[str]:
 
 def switch_if_complete(content_type_id: int, name: str, using: str) -> bool:
     """Record the configured version as serving when none is, or when its vectors are
-    complete (then delete the other versions' vectors). True when the configured version is
+    complete (:func:`retire` deletes the others' later). True when the configured version is
     now serving."""
     current = get_embedder(name).version
     spec = conf.embedder_spec(name)
@@ -167,16 +168,26 @@ def retire_after() -> float:
 
 def after_batch(pairs: set[tuple[int, str]], using: str) -> None:
     """The indexer wrote vectors of these (model, embedder) pairs: claim a first serving
-    version, and check (throttled) whether a move is complete."""
+    version, and, while a move is under way or its old vectors wait to go, check (throttled)
+    whether it is complete. With nothing moving, a batch costs one cached read."""
     now = time.monotonic()
     for content_type_id, name in sorted(pairs):
-        key = (using, content_type_id, name, get_embedder(name).version)
+        current = get_embedder(name).version
+        key = (using, content_type_id, name, current)
+        stored = stored_serving_version(content_type_id, name, using)
         with _lock:
+            if stored == current and key not in _retiring:
+                continue
             if now - _checked.get(key, -CHECK_SECONDS) < CHECK_SECONDS:
                 continue
             _checked[key] = now
         if switch_if_complete(content_type_id, name, using):
-            retire(content_type_id, name, using)
+            waiting = retire(content_type_id, name, using) is not None
+            with _lock:
+                if waiting:
+                    _retiring.add(key)
+                else:
+                    _retiring.discard(key)
 
 
 def forget() -> None:
@@ -184,3 +195,4 @@ def forget() -> None:
     with _lock:
         _serving.clear()
         _checked.clear()
+        _retiring.clear()
