@@ -56,19 +56,22 @@ class Reranking:
         self.scores: dict[str, float] | None = None
         self._lock = threading.Lock()
 
-    def scores_for(self, state: SearchState, connection, using: str) -> dict[str, float]:
+    def scores_for(self, state: SearchState, search: SQL, connection, using: str
+                   ) -> dict[str, float]:
+        """The scores, computed on first call from ``search`` (the fused statement)."""
         with self._lock:
             if self.scores is None:
-                self.scores = _rerank(state, self.top_n, connection, using)
+                self.scores = _rerank(state, search, self.top_n, connection, using)
             return self.scores
 
 
-def _rerank(state: SearchState, top_n: int, connection, using: str) -> dict[str, float]:
+def _rerank(state: SearchState, search: SQL, top_n: int, connection, using: str
+            ) -> dict[str, float]:
     """The cross-encoder's score of each of the fused statement's first ``top_n`` objects
     (empty when there is no reranker to use)."""
     first = compose(
         "SELECT object_id FROM ({search}) s ORDER BY score DESC, object_id LIMIT {top_n}",
-        search=build_search_sql(state.plan, state.object_filter(connection)), top_n=top_n,
+        search=search, top_n=top_n,
     )
     with connection.cursor() as cursor:
         cursor.execute(first.sql, first.params)
@@ -141,7 +144,8 @@ class SearchJoin:
     def as_sql(self, compiler, connection) -> tuple[str, list]:
         search = build_search_sql(self.state.plan, self.state.object_filter(connection))
         if self.state.rerank is not None:
-            scores = self.state.rerank.scores_for(self.state, connection, compiler.using)
+            scores = self.state.rerank.scores_for(self.state, search, connection,
+                                                  compiler.using)
             search = compose(
                 "SELECT s.*, r.rerank FROM ({search}) s LEFT JOIN (SELECT"
                 " unnest({ids}::text[]) AS object_id, unnest({scores}::float8[]) AS rerank) r"
