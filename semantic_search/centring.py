@@ -44,7 +44,7 @@ FOREIGN_SCAN_SHARE = 0.05
 
 _RECOMPUTE = """
 WITH documents AS (
-    SELECT c.language, avg(c.vector) AS mean
+    SELECT c.language, avg(c.vector::vector) AS mean
     FROM semantic_search_chunkembedding c
     WHERE c.content_type_id = %(content_type)s AND c.embedder = %(embedder)s
       AND c.embedder_version = %(version)s
@@ -105,7 +105,7 @@ def shift_cte(name: SQL, query: SQL, content_type_id: int, embedder: str, versio
     query (``query``, a CTE with the query vector ``v``); the row whose language is NULL is for
     documents in a language without a mean."""
     dots = compose(
-        "SELECT l.language, l.documents::float8 AS documents, -(l.centroid <#> q.v) AS dot"
+        "SELECT l.language, l.documents::float8 AS documents, -(l.centroid <#> q.v::vector) AS dot"
         " FROM semantic_search_languagecentroid l, {query} q"
         " WHERE l.content_type_id = {content_type} AND l.embedder = {embedder}"
         " AND l.embedder_version = {version}",

@@ -15,6 +15,7 @@ from django.db.models import CharField
 
 from . import conf
 from .embedders import PACKAGED_MODELS, get_embedder
+from .indexes import index_kind, rescore_factor
 
 ID = "semantic_search.{}"
 
@@ -87,6 +88,12 @@ def check_embedders(app_configs=None, **kwargs) -> list:
                 f"Embedder {spec.name!r} cannot be built: {exc}",
                 hint="Check its MODEL / BACKEND and options.", id=ID.format("E013"),
             ))
+        try:
+            index_kind(spec.name), rescore_factor(spec.name)
+        except ImproperlyConfigured as exc:
+            errors.append(Error(str(exc), hint="INDEX: 'halfvec' (the default) or 'binary'; "
+                                "RESCORE: chunks read per chunk kept on a binary index.",
+                                id=ID.format("E014")))
     return errors
 
 

@@ -293,9 +293,13 @@ _embedders: dict[str, Embedder] = {}
 _embedders_lock = threading.Lock()
 
 
+# Settings of an embedder entry that are the app's, not the embedder class's.
+INDEX_OPTIONS = frozenset({"LANGUAGES", "INDEX", "RESCORE"})
+
+
 def build_embedder(spec: conf.EmbedderSpec) -> Embedder:
     """Instantiate the embedder a settings entry describes (no model is loaded yet)."""
-    options = {k.lower(): v for k, v in spec.options.items() if k not in {"LANGUAGES"}}
+    options = {k.lower(): v for k, v in spec.options.items() if k not in INDEX_OPTIONS}
     backend = options.pop("backend", None)
     if backend is None:
         if "model" not in options:

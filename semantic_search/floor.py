@@ -56,7 +56,7 @@ from django.db import DatabaseError, connections, transaction
 
 from . import conf
 from .embedders import get_embedder
-from .indexes import vector_expression
+from .indexes import index_kind, nearest_chunks, rescore_factor, vector_expression
 from .models import FloorCalibration
 from .sql import SQL, compose, join
 
@@ -137,17 +137,22 @@ def _calibration_sql(
     dimension = SQL(str(int(embedder.dimension)))
     expression = SQL(vector_expression(int(embedder.dimension)))
     probes = join(", ", (
-        compose("({vector}::vector({dimension}))", vector=literal, dimension=dimension)
+        compose("({vector}::halfvec({dimension}))", vector=literal, dimension=dimension)
         for literal in _probe_literals(embedder_name, version)
     ))
     own = _own_vectors(content_type_id, embedder_name, version)
+    nearest = nearest_chunks(
+        compose("1 - ({expression} <=> p.v) AS s, {expression} <=> p.v AS distance",
+                expression=expression),
+        own, SQL("p.v"), int(embedder.dimension), depth, index_kind(embedder_name),
+        rescore_factor(embedder_name),
+    )
     return compose(
         "SELECT (SELECT max(contrast) FROM (VALUES {probes}) AS p(v) CROSS JOIN LATERAL ("
         " SELECT max(s) - percentile_cont(0.5) WITHIN GROUP (ORDER BY s) AS contrast FROM ("
-        "  SELECT 1 - ({expression} <=> p.v) AS s FROM semantic_search_chunkembedding c"
-        "  WHERE {own} ORDER BY {expression} <=> p.v LIMIT {depth}) nearest) probe),"
+        "  {nearest}) nearest) probe),"
         " (SELECT count(*) FROM semantic_search_chunkembedding c WHERE {own})",
-        probes=probes, expression=expression, own=own, depth=depth,
+        probes=probes, nearest=nearest, own=own,
     )
 
 

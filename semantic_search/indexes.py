@@ -1,13 +1,17 @@
 """Per-embedder HNSW indexes on the shared chunk table.
 
-pgvector indexes need a fixed dimension, and one table holds vectors of several embedders, so
-each (embedder, version) gets a partial expression index::
+Vectors are stored as ``halfvec`` (16-bit floats: half the bytes of ``vector``, no measurable
+loss, see the README). pgvector indexes need a fixed dimension, and one table holds vectors of
+several embedders, so each (embedder, version) gets a partial expression index::
 
-    CREATE INDEX ... USING hnsw ((vector::vector(384)) vector_cosine_ops)
+    CREATE INDEX ... USING hnsw ((vector::halfvec(384)) halfvec_cosine_ops)
         WHERE embedder = 'multilingual' AND embedder_version = '...'
 
-Queries use the same expression and predicate (see :func:`vector_expression`), so the planner
-picks the index; a model change gets a new index and never mixes vector spaces.
+or, with ``"INDEX": "binary"`` in the embedder's settings, an index of the vectors' signs
+(``binary_quantize(vector)::bit(384)``, Hamming distance: 1 bit per dimension), whose nearest
+``RESCORE`` times as many chunks are re-ranked by their stored vectors (see
+:func:`nearest_chunks`). Queries use the same expression and predicate, so the planner picks the
+index; a model change gets a new index and never mixes vector spaces.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from django.db.models.signals import post_migrate
 
 from . import conf
 from .embedders import get_embedder
+from .sql import SQL, compose
+from .vector_params import vector_param
 
 logger = logging.getLogger(__name__)
 
@@ -30,30 +36,97 @@ INDEX_PREFIX = "semantic_search_hnsw_"
 TABLE = "semantic_search_chunkembedding"
 
 
+HALF = "halfvec"  # HNSW on the stored 16-bit vectors, cosine distance (the default)
+BINARY = "binary"  # HNSW on their signs, Hamming distance, re-scored on the stored vectors
+INDEX_KINDS = (HALF, BINARY)
+DEFAULT_RESCORE = 4  # binary index: chunks read per chunk kept, re-ranked by cosine
+
+
+def index_kind(embedder: str) -> str:
+    """The kind of index an embedder's settings ask for (``"INDEX"``, default halfvec)."""
+    kind = conf.embedder_spec(embedder).options.get("INDEX", HALF)
+    if kind not in INDEX_KINDS:
+        raise ImproperlyConfigured(
+            f"SEMANTIC_SEARCH['EMBEDDERS'][{embedder!r}]['INDEX'] must be one of "
+            f"{', '.join(map(repr, INDEX_KINDS))}, got {kind!r}."
+        )
+    return kind
+
+
+def rescore_factor(embedder: str) -> int:
+    """Chunks a binary index scan reads per chunk it keeps (``"RESCORE"``, default 4)."""
+    factor = conf.embedder_spec(embedder).options.get("RESCORE", DEFAULT_RESCORE)
+    if isinstance(factor, bool) or not isinstance(factor, int) or not 1 <= factor <= 100:
+        raise ImproperlyConfigured(
+            f"SEMANTIC_SEARCH['EMBEDDERS'][{embedder!r}]['RESCORE'] must be an integer "
+            f"from 1 to 100, got {factor!r}."
+        )
+    return factor
+
+
 @dataclass(frozen=True)
 class VectorIndex:
     embedder: str
     version: str
     dimension: int
+    kind: str = HALF
 
     @property
     def name(self) -> str:
         slug = re.sub(r"[^a-z0-9]+", "_", self.embedder.lower())[:20]
-        digest = hashlib.sha1(f"{self.embedder}\0{self.version}".encode()).hexdigest()[:10]
+        key = f"{self.embedder}\0{self.version}\0{self.kind}"
+        digest = hashlib.sha1(key.encode()).hexdigest()[:10]
         return f"{INDEX_PREFIX}{slug}_{self.dimension}_{digest}"
 
     def create_sql(self, quote) -> tuple[str, list[str]]:
+        if self.kind == BINARY:
+            method = f"(({binary_expression(self.dimension)}) bit_hamming_ops)"
+        else:
+            method = f"(({vector_expression(self.dimension)}) halfvec_cosine_ops)"
         sql = (
             f"CREATE INDEX IF NOT EXISTS {quote(self.name)} ON {quote(TABLE)} "
-            f"USING hnsw ((vector::vector({self.dimension})) vector_cosine_ops) "
-            f"WHERE embedder = %s AND embedder_version = %s"
+            f"USING hnsw {method} WHERE embedder = %s AND embedder_version = %s"
         )
         return sql, [self.embedder, self.version]
 
 
 def vector_expression(dimension: int) -> str:
-    """The indexed expression, to be used verbatim by queries."""
-    return f"vector::vector({int(dimension)})"
+    """The stored vector at its dimension: what cosine distances are computed on (and the
+    expression of the halfvec index), to be used verbatim by queries."""
+    return f"vector::halfvec({int(dimension)})"
+
+
+def binary_expression(dimension: int) -> str:
+    """The expression of the binary index: one bit per dimension, its sign."""
+    return f"binary_quantize(vector)::bit({int(dimension)})"
+
+
+def query_vector(vector, dimension: int) -> SQL:
+    """A query vector as a ``halfvec(dimension)`` value (sent as a ``vector`` parameter, in
+    binary when the connection binds parameters on the server, see sql.py)."""
+    return compose("{vector}::halfvec({dimension})", vector=vector_param(vector),
+                   dimension=SQL(str(int(dimension))))
+
+
+def nearest_chunks(select: SQL, where: SQL, query: SQL, dimension: int, limit: int,
+                   kind: str = HALF, rescore: int = DEFAULT_RESCORE) -> SQL:
+    """``SELECT {select} FROM`` the chunks ``c`` that pass ``where``, the ``limit`` nearest to
+    ``query`` (a halfvec expression) by cosine distance, through the embedder's index.
+
+    ``select`` must include ``distance`` (the cosine distance to ``query``). On a binary index
+    the scan reads the ``rescore * limit`` nearest by Hamming distance and keeps the
+    ``limit`` nearest of those by cosine."""
+    if kind != BINARY:
+        return compose(
+            "SELECT {select} FROM semantic_search_chunkembedding c WHERE {where}"
+            " ORDER BY distance LIMIT {limit}", select=select, where=where, limit=limit)
+    return compose(
+        "SELECT * FROM (SELECT {select} FROM semantic_search_chunkembedding c WHERE {where}"
+        " ORDER BY {bits} <~> binary_quantize({query})::bit({dimension})"
+        " LIMIT {wide}) rescored ORDER BY distance LIMIT {limit}",
+        select=select, where=where, bits=SQL(binary_expression(dimension)), query=query,
+        dimension=SQL(str(int(dimension))), wide=limit * rescore, limit=limit,
+    )
 
 
 def expected_indexes(using: str = "default") -> list[VectorIndex]:
@@ -62,7 +135,8 @@ def expected_indexes(using: str = "default") -> list[VectorIndex]:
     indexes = []
     for spec in conf.embedder_specs():
         embedder = get_embedder(spec.name)
-        indexes.append(VectorIndex(spec.name, embedder.version, int(embedder.dimension)))
+        indexes.append(VectorIndex(spec.name, embedder.version, int(embedder.dimension),
+                                   index_kind(spec.name)))
     for name, version in _serving_versions(using):
         if name in {index.embedder for index in indexes} and version not in {
             index.version for index in indexes if index.embedder == name
@@ -71,7 +145,7 @@ def expected_indexes(using: str = "default") -> list[VectorIndex]:
                 dimension = int(get_embedder(name, version).dimension)
             except (ImproperlyConfigured, OSError):
                 continue  # searches read the configured version (versions.serving_version)
-            indexes.append(VectorIndex(name, version, dimension))
+            indexes.append(VectorIndex(name, version, dimension, index_kind(name)))
     return indexes
 
 

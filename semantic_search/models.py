@@ -8,7 +8,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
-from pgvector.django import VectorField
+from pgvector.django import HalfVectorField, VectorField
 
 
 class IndexState(models.TextChoices):
@@ -57,8 +57,9 @@ class SearchEntry(models.Model):
 class ChunkEmbedding(models.Model):
     """One chunk of an entry's text embedded by one embedder.
 
-    ``vector`` has no fixed dimension so embedders of different sizes share the table; each
-    embedder gets its own partial HNSW index on ``vector::vector(<dim>)`` (see indexes.py).
+    ``vector`` (16-bit floats) has no fixed dimension so embedders of different sizes share
+    the table; each embedder gets its own partial HNSW index on ``vector::halfvec(<dim>)`` (or
+    on its signs, see indexes.py).
     """
 
     entry = models.ForeignKey(SearchEntry, on_delete=models.CASCADE, related_name="chunks")
@@ -74,7 +75,7 @@ class ChunkEmbedding(models.Model):
     text_hash = models.CharField(max_length=64)
     start = models.PositiveIntegerField(default=0)
     end = models.PositiveIntegerField(default=0)
-    vector = VectorField()
+    vector = HalfVectorField()
 
     class Meta:
         constraints = [

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .centring import FOREIGN_SCAN_SHARE, shift_cte
-from .indexes import vector_expression
+from .indexes import DEFAULT_RESCORE, HALF, nearest_chunks, query_vector, vector_expression
 from .sql import EMPTY, SQL, compose, join
 
 
@@ -45,6 +45,8 @@ class VectorArm:
     # The relevance floor (see floor.py): the contrast a query must reach in this arm for its
     # hits to be matches; None: every hit is a match.
     gate: float | None = None
+    index: str = HALF  # the embedder's index kind, and a binary index's re-scoring factor
+    rescore: int = DEFAULT_RESCORE
 
     @property
     def label(self) -> str:
@@ -300,18 +302,21 @@ def _vector_cte(
     where = _chunk_conditions(arm, plan)
     filtered = _passes_filter(object_filter, "c.object_id")
     chunks, depth = plan.candidates * 2, plan.candidates * 2 * CROWDED_DEPTH
-    select = compose("SELECT c.entry_id, {distance} AS distance, {span} AS span, c.language",
-                     distance=distance, span=SPAN)
-    scan = compose(
-        "{select} FROM semantic_search_chunkembedding c"
-        " WHERE {base}{where}{filtered} ORDER BY distance LIMIT {chunks}",
-        select=select, base=base, where=where, filtered=filtered, chunks=chunks,
-    )
+    columns = compose("c.entry_id, {distance} AS distance, {span} AS span, c.language",
+                      distance=distance, span=SPAN)
+    select = compose("SELECT {columns}", columns=columns)
+
+    def index_scan(conditions: SQL, limit: int, selected: SQL = columns) -> SQL:
+        """The ``limit`` chunks nearest the query among those passing ``conditions``, through
+        the embedder's index."""
+        return nearest_chunks(selected, conditions, SQL(f"(SELECT v FROM {query.sql})"),
+                              arm.dimension, limit, arm.index, arm.rescore)
+
+    scan = index_scan(base + where + filtered, chunks)
     shared = where.sql == "" and object_filter is None  # the arm's scan is the unfiltered one
     ctes = [compose(
-        "{query} AS MATERIALIZED (SELECT {vector}::vector({dimension}) AS v FROM settings)",
-        query=query, vector="[" + ",".join(repr(float(x)) for x in arm.vector) + "]",
-        dimension=SQL(str(int(arm.dimension))),
+        "{query} AS MATERIALIZED (SELECT {vector} AS v FROM settings)",
+        query=query, vector=query_vector(arm.vector, arm.dimension),
     )]
     scan_name = SQL(f"scan_{index}" if shared else f"hits_{index}")
     ctes.append(compose("{name} AS MATERIALIZED ({scan})", name=scan_name, scan=scan))
@@ -323,17 +328,19 @@ def _vector_cte(
         if plan.query_language:
             # A query's own language can fill the scan: the nearest chunks in other languages
             # too, when the scan holds fewer than half of them and the index holds enough.
-            ctes.append(compose(
-                "foreign_{index} AS MATERIALIZED ({select} FROM semantic_search_chunkembedding c"
-                " WHERE (SELECT count(*) FILTER (WHERE language IS DISTINCT FROM {language})"
+            foreign_wanted = compose(
+                "(SELECT count(*) FILTER (WHERE language IS DISTINCT FROM {language})"
                 "  < {half} FROM {name})"
                 " AND (SELECT sum(documents) FILTER (WHERE language <> {language})"
-                "  >= {share} * sum(documents) FROM {shift})"
-                " AND {base}{where}{filtered} AND c.language <> {language}"
-                " ORDER BY distance LIMIT {chunks})",
-                index=SQL(str(index)), select=select, language=plan.query_language,
-                half=chunks // 2, name=scan_name, shift=shift, base=base, where=where,
-                filtered=filtered, chunks=chunks, share=FOREIGN_SCAN_SHARE,
+                "  >= {share} * sum(documents) FROM {shift}) AND ",
+                language=plan.query_language, half=chunks // 2, name=scan_name, shift=shift,
+                share=FOREIGN_SCAN_SHARE,
+            )
+            other_language = compose(" AND c.language <> {language}",
+                                     language=plan.query_language)
+            ctes.append(compose(
+                "foreign_{index} AS MATERIALIZED ({scan})", index=SQL(str(index)),
+                scan=index_scan(foreign_wanted + base + where + filtered + other_language, chunks),
             ))
             foreign = compose(" UNION ALL SELECT * FROM foreign_{index}", index=SQL(str(index)))
     # Long documents can fill the scan with their own chunks: when it holds fewer distinct
@@ -345,14 +352,9 @@ def _vector_cte(
         "(SELECT count(DISTINCT entry_id) < {candidates} AND count(*) = {chunks} FROM {name})",
         candidates=plan.candidates, chunks=chunks, name=scan_name,
     )
-    crowded = compose(
-        "{select} FROM semantic_search_chunkembedding c"
-        " WHERE {was_crowded} AND {base}{where}{filtered}"
-        " AND c.entry_id <> ALL(ARRAY(SELECT DISTINCT entry_id FROM {name}))"
-        " ORDER BY distance LIMIT {depth}",
-        select=select, was_crowded=was_crowded, base=base, where=where, filtered=filtered,
-        name=scan_name, depth=depth,
-    )
+    unseen = compose(" AND c.entry_id <> ALL(ARRAY(SELECT DISTINCT entry_id FROM {name}))",
+                     name=scan_name)
+    crowded = index_scan(was_crowded + SQL(" AND ") + base + where + filtered + unseen, depth)
     ctes.append(compose("{name} AS MATERIALIZED ({crowded})", name=crowded_name,
                         crowded=crowded))
     # Near-identical chunks (a long document repeating itself) can cut the rest of the graph
@@ -386,10 +388,8 @@ def _vector_cte(
                         body=body))
     if arm.gate is not None:
         background = SQL(f"scan_{index}") if shared else compose(
-            "(SELECT {distance} AS distance, c.language FROM semantic_search_chunkembedding c"
-            " WHERE {base} ORDER BY distance LIMIT {chunks})",
-            distance=distance, base=base, chunks=chunks,
-        )
+            "({scan})", scan=index_scan(base, chunks, compose(
+                "{distance} AS distance, c.language", distance=distance)))
         ctes.append(compose(
             "reference_{index} AS MATERIALIZED (SELECT 1 - min(distance) AS best,"
             " 1 - percentile_cont(0.5) WITHIN GROUP (ORDER BY distance) AS background"

@@ -37,6 +37,7 @@ from .routing import (
     route,
 )
 from .sql import SQL, compose
+from .vector_params import register_vector_dumpers
 
 SEARCH_ALIAS = "semantic_search_results"
 SEARCH_ANNOTATIONS = (
@@ -142,6 +143,7 @@ class SearchJoin:
         self.state = state
 
     def as_sql(self, compiler, connection) -> tuple[str, list]:
+        register_vector_dumpers(connection)  # the query vectors are Vector parameters
         search = build_search_sql(self.state.plan, self.state.object_filter(connection))
         if self.state.rerank is not None:
             scores = self.state.rerank.scores_for(self.state, search, connection,
@@ -322,6 +324,7 @@ class SemanticSearchQuerySet(models.QuerySet):
         content_type = ContentType.objects.db_manager(self.db).get_for_model(self.model)
         name = embedder or conf.embedder_specs()[0].name
         from .embedders import get_embedder
+        from .indexes import index_kind, rescore_factor
         from .versions import serving_version
 
         model_embedder = get_embedder(name, serving_version(content_type.id, name, self.db))
@@ -340,7 +343,8 @@ class SemanticSearchQuerySet(models.QuerySet):
         mean = np.mean(np.asarray(vectors, dtype=np.float32), axis=0)
         mean /= max(float(np.linalg.norm(mean)), 1e-12)
         arm = VectorArm(
-            name, model_embedder.version, int(model_embedder.dimension), tuple(mean), weight=1.0
+            name, model_embedder.version, int(model_embedder.dimension), tuple(mean), weight=1.0,
+            index=index_kind(name), rescore=rescore_factor(name),
         )
         plan = SearchPlan(
             content_type_id=content_type.id, lexical=None, vectors=(arm,),

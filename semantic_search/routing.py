@@ -283,6 +283,7 @@ def make_plan(
     """The search plan of a routed query (embeds the query with each routed embedder; with
     the relevance floor on, each vector arm carries its calibrated gate, see floor.py)."""
     from .floor import vector_gate
+    from .indexes import index_kind, rescore_factor
     from .versions import serving_version
 
     plain, phrases, exclusions = split_operators(query)
@@ -308,7 +309,7 @@ def make_plan(
                       query_vectors.get(name, plain or query, version), vector_weight,
                       None if served is None else tuple(sorted(served)),
                       vector_gate(content_type_id, name, settings["candidates"], using, version)
-                      if with_floor else None)
+                      if with_floor else None, index_kind(name), rescore_factor(name))
         )
     return SearchPlan(
         content_type_id=content_type_id,

@@ -35,7 +35,9 @@ def test_vector_column_round_trips():
         embedder_version="1", chunk=0, text_hash="h", vector=vector,
     )
     stored = ChunkEmbedding.objects.get(entry=entry).vector
-    np.testing.assert_allclose(np.asarray(stored), vector, rtol=1e-6)
+    # Stored as halfvec: exactly the 16-bit rounding of each value.
+    np.testing.assert_array_equal(np.asarray(stored, dtype=np.float32),
+                                  vector.astype(np.float16).astype(np.float32))
 
 
 def test_hnsw_index_is_used_for_nearest_neighbours():
@@ -75,7 +77,7 @@ def test_hnsw_index_is_used_for_nearest_neighbours():
         cursor.execute(
             f"EXPLAIN SELECT entry_id FROM semantic_search_chunkembedding "
             f"WHERE embedder = %s AND embedder_version = %s "
-            f"ORDER BY {expression} <=> %s::vector({embedder.dimension}) LIMIT 10",
+            f"ORDER BY {expression} <=> %s::halfvec({embedder.dimension}) LIMIT 10",
             [spec_name, embedder.version, query],
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())

@@ -978,3 +978,71 @@ def test_an_excluded_phrase_removes_the_documents_that_contain_it(corpus):
     excluded = list(Article.objects.semantic_search(f'{question} -"{phrase}"', mode="lexical"))
     assert excluded and top not in excluded
     assert not [a for a in excluded if phrase.lower() in a.body.lower()]
+
+
+def _with_index(settings, kind: str) -> str:
+    """Switch the multilingual embedder's index kind; returns the name of its index."""
+    from semantic_search.embedders import get_embedder
+    from semantic_search.indexes import VectorIndex, ensure_vector_indexes
+
+    embedders = settings.SEMANTIC_SEARCH["EMBEDDERS"]
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "EMBEDDERS": {
+        **embedders, "multilingual": {**embedders["multilingual"], "INDEX": kind}}}
+    with connection.cursor() as cursor:  # DDL after the test's inserts, in its transaction
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    ensure_vector_indexes()  # rolled back with the test
+    embedder = get_embedder("multilingual")
+    return VectorIndex("multilingual", embedder.version, embedder.dimension, kind).name
+
+
+def test_a_binary_index_is_scanned_and_rescored_on_the_stored_vectors(corpus, settings):
+    _synthetic_rows(2000, published_every=100)  # the scan reads a part of the vectors only
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE semantic_search_chunkembedding")
+    asked = [q["question"] for language in ("en", "de", "zh") for q in questions(language)[:6]]
+
+    def top(query):
+        page = Article.objects.semantic_search(query, mode="vector", languages="all",
+                                               floor=False)[:10]
+        return {a.pk: a.search_score for a in page}
+
+    halfvec = {query: top(query) for query in asked}
+    name = _with_index(settings, "binary")
+    page = Article.objects.semantic_search(asked[0], mode="vector", floor=False)[:10]
+    switches = ("enable_seqscan", "enable_bitmapscan", "enable_sort")
+    with connection.cursor() as cursor:  # 2,000 rows: a sort would be cheaper than the index
+        for switch in switches:
+            cursor.execute(f"SET LOCAL {switch} = off")
+    plan = _executed_plan(page)
+    assert f"Index Scan using {name}" in plan, plan
+    with connection.cursor() as cursor:
+        for switch in switches:
+            cursor.execute(f"SET LOCAL {switch} = on")
+    binary = {query: top(query) for query in asked}
+    recall = np.mean([len(halfvec[q].keys() & binary[q].keys()) / 10 for q in asked])
+    assert recall >= 0.9, recall
+    for query in asked:  # re-scored: the same cosine as the halfvec search, not Hamming's
+        for pk in halfvec[query].keys() & binary[query].keys():
+            assert binary[query][pk] == pytest.approx(halfvec[query][pk], abs=1e-6)
+
+
+def test_the_query_vector_is_a_binary_parameter_when_the_server_binds(corpus):
+    import psycopg
+    from pgvector import Vector
+
+    question = questions("de")[1]["question"]
+    page = Article.objects.semantic_search(question)[:10]
+    expected = [(a.pk, a.search_score) for a in page]
+    sql, params = page.query.sql_with_params()
+    vectors = [i for i, value in enumerate(params) if isinstance(value, Vector)]
+    assert vectors, "the query vector is not a Vector parameter"
+    # Django's default: client-side binding (the vector is written into the SQL as text).
+    with psycopg.Cursor(connection.connection) as cursor:  # server-side binding
+        cursor.execute(sql, params)
+        columns = [column.name for column in cursor.description]
+        rows = cursor.fetchall()
+        formats = cursor._query.formats  # how each parameter was sent
+    assert all(formats[i] == psycopg.pq.Format.BINARY for i in vectors)
+    got = [(row[columns.index("id")], row[columns.index("search_score")]) for row in rows]
+    assert [pk for pk, _ in got] == [pk for pk, _ in expected]
+    assert [score for _, score in got] == pytest.approx([score for _, score in expected])
