@@ -11,18 +11,20 @@ Per embedder (each measured alone):
 * breakdown: ``index_entries`` run here on batches of 32, timed per stage and per SQL statement.
 
 ``--backfill N`` instead indexes N objects with every embedder on and samples the worker's RSS
-every second. Everything runs in the database ``bench_indexing`` (dropped and created again at
-each run) of the server ``DATABASE_URL`` points to, and on the queue ``bench_indexing`` of
-``CELERY_BROKER_URL``. ``--code HEAD`` measures a snapshot of a commit instead of the working
-tree, so that edits in progress cannot change the code between the phases of a run.
+every second. ``--workers 1,2`` instead times the full path alone with each number of worker
+processes (solo pool each, all on the queue, the embedders together). Everything runs in the
+database ``bench_indexing`` (dropped and created again at each run) of the server
+``DATABASE_URL`` points to, and on the queue ``bench_indexing`` of ``CELERY_BROKER_URL``.
+``--code HEAD`` measures a snapshot of a commit instead of the working tree, so that edits in
+progress cannot change the code between the phases of a run.
 
     eval $(.venv/bin/python -m example_project.services env)
     .venv/bin/python bench/bench_indexing.py --data /work/shared/data/scifact --docs 1000
     nohup .venv/bin/python bench/bench_indexing.py --data /work/shared/data/scifact \\
         --backfill 10000 > bench/results/logs/indexing-backfill.log 2>&1 &
 
-Reports: bench/results/indexing.txt, bench/results/indexing-backfill.txt (+ -rss.csv); worker
-logs in bench/results/logs/.
+Reports: bench/results/indexing.txt, bench/results/indexing-backfill.txt (+ -rss.csv),
+bench/results/indexing-workers.txt; worker logs in bench/results/logs/.
 """
 
 from __future__ import annotations
@@ -248,10 +250,13 @@ def chunk_count() -> int:
 class Worker:
     """A real ``celery worker`` process (solo pool) on the benchmark queue and database."""
 
-    def __init__(self, embedders: Sequence[str], database_url: str, log_path: Path) -> None:
+    def __init__(
+        self, embedders: Sequence[str], database_url: str, log_path: Path, index: int = 0
+    ) -> None:
         self.embedders = list(embedders)
         self.database_url = database_url
         self.log_path = log_path
+        self.index = index  # tells the hostnames of several workers apart
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 180) -> None:
@@ -273,7 +278,7 @@ class Worker:
             "--pool", "solo", "--concurrency", "1", "--loglevel", "INFO",
             "--queues", BENCH_QUEUE, "--purge",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "--hostname", f"bench-indexing-{os.getpid()}@%h",
+            "--hostname", f"bench-indexing-{os.getpid()}-{self.index}@%h",
         ]  # fmt: skip
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(
@@ -329,6 +334,36 @@ def running_worker(embedders: Sequence[str], database_url: str, log_name: str):
         yield worker
     finally:
         worker.stop()
+
+
+class WorkerGroup:
+    """Several workers on the same queue, seen as one by the indexing helpers."""
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+
+    @property
+    def pids(self) -> list[int]:
+        return [worker.pid for worker in self.workers]
+
+    def check_alive(self) -> None:
+        for worker in self.workers:
+            worker.check_alive()
+
+
+@contextmanager
+def running_workers(embedders: Sequence[str], database_url: str, count: int):
+    workers = [
+        Worker(embedders, database_url, LOG_DIR / f"worker-{count}-workers-{index}.log", index)
+        for index in range(count)
+    ]
+    try:
+        for worker in workers:
+            worker.start()
+        yield WorkerGroup(workers)
+    finally:
+        for worker in workers:
+            worker.stop()
 
 
 def wait_until_indexed(
@@ -775,6 +810,63 @@ def run_backfill(args) -> None:
     write_report(output, report)
 
 
+def run_workers(args) -> None:
+    """The full path (bulk_create -> broker -> workers -> rows) with 1, 2, ... worker processes
+    consuming the same queue, each warmed up (models loaded) before the timed run."""
+    from semantic_search.models import IndexState
+
+    pool = read_corpus(args.data)
+    docs = take(pool, args.docs)
+    lines = []
+    for count in args.workers:
+        load_before = load_average()
+        print(f"[{count} workers] starting and warming up ...", flush=True)
+        with running_workers(args.embedders, args.database_url, count) as group:
+            for attempt in range(3):  # until every worker has run a task (loaded its models)
+                warmup = take(pool, WARMUP_DOCS * count, offset=args.docs + attempt * 100)
+                index_through_worker(group, warmup, args.timeout, args.poll)
+                if all(worker.task_seconds(0) for worker in group.workers):
+                    break
+            else:
+                raise RuntimeError("a worker ran no warm-up task")
+            time.sleep(0.5)  # the warm-up's last "succeeded" lines before the offsets
+            offsets = [worker.log_size() for worker in group.workers]
+            meter = CpuMeter(*group.pids)
+            print(f"[{count} workers] indexing {len(docs)} documents ...", flush=True)
+            elapsed = index_through_worker(group, docs, args.timeout, args.poll)
+            workers_cores, machine_cores = meter.cores()
+            time.sleep(0.5)  # let the last "succeeded" lines reach the logs
+            tasks = [len(w.task_seconds(o)) for w, o in zip(group.workers, offsets, strict=True)]
+        states = entry_states()
+        if states.get(IndexState.INDEXED, 0) != len(docs):
+            raise RuntimeError(f"not all entries indexed: {states}")
+        line = (
+            f"{count:>7} {len(docs):>6} {elapsed:>9.1f} {len(docs) / elapsed:>8.2f}"
+            f"   {'+'.join(map(str, tasks)):<12} {workers_cores:>12.2f} {machine_cores:>13.2f}"
+            f"   {load_before} -> {load_average()}"
+        )
+        print(line, flush=True)
+        lines.append(line)
+    empty_tables()
+    header = (
+        f"{'workers':>7} {'docs':>6} {'seconds':>9} {'docs/s':>8}   {'tasks each':<12} "
+        f"{'worker cores':>12} {'machine cores':>13}   load average (1/5/15 min) before -> after"
+    )
+    import torch
+
+    report = "\n".join([
+        "# semantic_search indexing throughput by number of worker processes",
+        *header_lines(args), "",
+        f"embedders: {', '.join(args.embedders)}; each worker: celery --pool solo, torch "
+        f"{torch.get_num_threads()} threads (its default here); tasks of TASK_BATCH_SIZE objects",
+        "full path: bulk_create -> index_objects -> broker -> the workers -> Postgres, until no "
+        "entry is pending",
+        "", header, "-" * len(header), *lines,
+    ])
+    print("\n" + report, flush=True)
+    write_report(args.output or RESULTS_DIR / "indexing-workers.txt", report)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="BEIR folder (corpus.jsonl)")
@@ -791,6 +883,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="instead: index this many objects with all the embedders, sampling worker RSS",
     )  # fmt: skip
     parser.add_argument(
+        "--workers", default="",
+        help="instead: time the full path with each of these numbers of workers, e.g. 1,2",
+    )  # fmt: skip
+    parser.add_argument(
         "--profile", type=Path, default=None,
         help="print the RSS profile of a backfill's -rss.csv (with --backfill N) and exit",
     )  # fmt: skip
@@ -803,6 +899,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     args = parser.parse_args(argv)
     args.embedders = [name.strip() for name in args.embedders.split(",") if name.strip()]
+    args.workers = [int(count) for count in args.workers.split(",") if count.strip()]
     count = args.backfill or args.docs
     args.timeout = args.timeout or 300 + 2.0 * count
     args.command = f"cd {shlex.quote(os.getcwd())} && {shlex.join([sys.executable, *sys.argv])}"
@@ -835,6 +932,8 @@ def main(argv: list[str] | None = None) -> int:
         setup_django(args.database_url, args.embedders)
         if args.backfill:
             run_backfill(args)
+        elif args.workers:
+            run_workers(args)
         else:
             run_comparison(args)
     finally:

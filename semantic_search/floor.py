@@ -52,7 +52,8 @@ import string
 import threading
 import time
 
-from django.db import DatabaseError, connections, transaction
+from django.contrib.contenttypes.models import ContentType
+from django.db import DatabaseError, connections, router, transaction
 
 from . import conf
 from .embedders import get_embedder
@@ -168,30 +169,45 @@ SET gate = EXCLUDED.gate, vectors = EXCLUDED.vectors, changed = 0, computed_at =
 def calibrate(
     content_type_id: int, embedder_name: str, depth: int, using: str, version: str | None = None
 ) -> float | None:
-    """Measure the gate of this embedder's vectors of this model at ``depth`` and store it
-    (a read-only database, e.g. a replica, keeps it in this process only)."""
+    """Measure the gate of this embedder's vectors of this model at ``depth`` and store it.
+    Measured on a read-only server (a streaming replica, as a search routed to one does), it
+    is stored on the router's write database for the model (the primary: the replica reads it
+    back once replayed); where that is the same server, or fails, this process keeps it."""
     embedder = get_embedder(embedder_name, version)
     query = _calibration_sql(content_type_id, embedder_name, depth, version)
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         # The same scan settings as a search's vector arm (see query.py).
         cursor.execute("SELECT set_config('hnsw.ef_search', %s, true),"
                        " set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-                       " set_config('hnsw.max_scan_tuples', %s, true)",
+                       " set_config('hnsw.max_scan_tuples', %s, true),"
+                       " pg_is_in_recovery() OR current_setting('transaction_read_only')::bool",
                        [str(max(int(conf.get("EF_SEARCH")), depth // 2)),
                         str(int(conf.get("MAX_SCAN_TUPLES")))])
+        read_only = cursor.fetchone()[-1]
         cursor.execute(query.sql, query.params)
         gate, vectors = cursor.fetchone()
     gate = None if gate is None else float(gate)
+    target = _write_database(content_type_id, using) if read_only else using
     try:
-        with transaction.atomic(using=using), connections[using].cursor() as cursor:
-            cursor.execute(_STORE, [content_type_id, embedder_name, embedder.version, depth,
-                                    gate, vectors])
+        if target is not None:
+            with transaction.atomic(using=target), connections[target].cursor() as cursor:
+                cursor.execute(_STORE, [content_type_id, embedder_name, embedder.version, depth,
+                                        gate, vectors])
     except DatabaseError as error:
         logger.debug("Relevance floor calibration not stored (%s)", error)
     with _lock:
         _gates[(using, content_type_id, embedder_name, embedder.version, depth)] = (
             time.monotonic(), gate)
     return gate
+
+
+def _write_database(content_type_id: int, using: str) -> str | None:
+    """Where a calibration measured on the read-only ``using`` is stored: the router's write
+    database for the searched model, whose database holds the app's rows of it (None: that is
+    ``using`` itself)."""
+    model = ContentType.objects.db_manager(using).get_for_id(content_type_id).model_class()
+    target = router.db_for_write(model or FloorCalibration)
+    return None if target == using else target
 
 
 def _is_stale(vectors: int, changed: int) -> bool:
