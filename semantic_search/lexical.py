@@ -47,7 +47,7 @@ WHERE s.content_type_id = old.content_type_id AND s.search_config = old.search_c
 
 # Field-weighted frequency of every lexeme of the given entries.
 _TERM_FREQUENCIES = """
-SELECT e.id AS entry_id, e.content_type_id, e.object_id, e.search_config, e.language, u.lexeme,
+SELECT e.id AS entry_id, e.content_type_id, e.search_config, u.lexeme,
        coalesce((SELECT sum(CASE w WHEN 'A' THEN %(a)s WHEN 'B' THEN %(b)s
                                    WHEN 'C' THEN %(c)s ELSE %(d)s END)
                  FROM unnest(u.weights) AS w), %(d)s) AS frequency
@@ -76,9 +76,8 @@ SET documents = semantic_search_lexicalstats.documents + EXCLUDED.documents,
 _INSERT_POSTINGS = f"""
 WITH t AS ({_TERM_FREQUENCIES})
 INSERT INTO semantic_search_lexicalterm
-    (entry_id, content_type_id, object_id, search_config, language, lexeme, frequency, impact)
-SELECT t.entry_id, t.content_type_id, t.object_id, t.search_config, t.language, t.lexeme,
-       t.frequency,
+    (entry_id, content_type_id, search_config, lexeme, frequency, impact)
+SELECT t.entry_id, t.content_type_id, t.search_config, t.lexeme, t.frequency,
        t.frequency * (%(k1)s + 1) / (t.frequency + %(k1)s * (1 - %(bm25_b)s + %(bm25_b)s
            * e.lexical_length / greatest(s.total_length / greatest(s.documents, 1), 1e-9)))
 FROM t

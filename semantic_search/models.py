@@ -91,26 +91,34 @@ class ChunkEmbedding(models.Model):
         return f"{self.entry_id}/{self.embedder}#{self.chunk}"
 
 
+class RealField(models.FloatField):
+    """A 4-byte float (``real``): BM25 frequencies and impacts need no more than 7 digits."""
+
+    def db_type(self, connection) -> str:
+        return "real"
+
+
 class LexicalTerm(models.Model):
     """A posting: one lexeme of one entry, with its precomputed BM25 term impact.
 
     Queries read the highest-impact postings of each query lexeme through the index on
     (content type, configuration, lexeme, impact), so the lexical arm's cost is bounded by the
-    number of query terms, not by how many rows match them.
+    number of query terms, not by how many rows match them. The key (entry, lexeme) serves
+    exact BM25 over a filtered set of objects and an entry's rewrite. Postings are most of the
+    app's bytes, so they hold nothing an entry already says (its object, its language).
     """
 
+    pk = models.CompositePrimaryKey("entry", "lexeme")
     entry = models.ForeignKey(
         SearchEntry, on_delete=models.CASCADE, db_index=False, related_name="terms"
     )
     content_type = models.ForeignKey(
         ContentType, on_delete=models.CASCADE, db_index=False, related_name="+"
     )
-    object_id = models.CharField(max_length=255)
     search_config = models.CharField(max_length=64)
-    language = models.CharField(max_length=16, blank=True, default="")
     lexeme = models.TextField()
-    frequency = models.FloatField()  # field-weighted term frequency
-    impact = models.FloatField()  # BM25 tf part: f(k1+1) / (f + k1(1 - b + b dl/avgdl))
+    frequency = RealField()  # field-weighted term frequency
+    impact = RealField()  # BM25 tf part: f(k1+1) / (f + k1(1 - b + b dl/avgdl))
 
     class Meta:
         indexes = [
@@ -120,8 +128,6 @@ class LexicalTerm(models.Model):
                 include=["entry"],
                 name="semantic_search_term_cover",
             ),
-            # One entry's posting for one lexeme: exact BM25 over a filtered set of objects.
-            models.Index(fields=["entry", "lexeme"], name="semantic_search_term_entry"),
         ]
 
     def __str__(self) -> str:

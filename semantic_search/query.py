@@ -181,11 +181,21 @@ def lexical_configs(plan: SearchPlan) -> SQL:
 
 
 def _posting_conditions(plan: SearchPlan) -> SQL:
-    language = compose(" AND p.language = {language}", language=plan.language)
-    excluded = compose(" AND p.object_id <> {source}", source=plan.exclude_object)
+    """Conditions on a posting's entry ``pe`` (empty, or `` AND ...``)."""
+    language = compose(" AND pe.language = {language}", language=plan.language)
+    excluded = compose(" AND pe.object_id <> {source}", source=plan.exclude_object)
     return (language if plan.language else EMPTY) + (
         excluded if plan.exclude_object is not None else EMPTY
     )
+
+
+def _postings(conditions: SQL, filtered: SQL) -> SQL:
+    """The postings table ``p``, joined to its entry ``pe`` when conditions ask about the
+    entry's object or language (postings hold neither)."""
+    if not conditions and not filtered:
+        return SQL("semantic_search_lexicalterm p")
+    return SQL("semantic_search_lexicalterm p JOIN semantic_search_searchentry pe"
+               " ON pe.id = p.entry_id")
 
 
 def _lexical_ctes(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQL:
@@ -211,16 +221,17 @@ def _lexical_ctes(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQL:
             matches=_matches("pe", arm.phrases),
         )
     conditions = _posting_conditions(plan)
+    filtered = _passes_filter(object_filter, "pe.object_id")
     top_impact = compose(
         "SELECT p.entry_id, sum(t.idf * p.impact) AS score"
         " FROM terms t CROSS JOIN LATERAL ("
-        "  SELECT p.entry_id, p.impact FROM semantic_search_lexicalterm p"
+        "  SELECT p.entry_id, p.impact FROM {postings}"
         "  WHERE p.content_type_id = {content_type} AND p.search_config = t.config"
         "  AND p.lexeme = t.lexeme{conditions}{filtered}"
         "  ORDER BY p.impact DESC LIMIT {depth}) p{phrases}"
         " GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT {candidates}",
-        content_type=plan.content_type_id, conditions=conditions,
-        filtered=_passes_filter(object_filter, "p.object_id"), depth=plan.term_depth,
+        postings=_postings(conditions, filtered), content_type=plan.content_type_id,
+        conditions=conditions, filtered=filtered, depth=plan.term_depth,
         phrases=phrases, candidates=plan.candidates,
     )
     body = top_impact
@@ -230,11 +241,12 @@ def _lexical_ctes(plan: SearchPlan, object_filter: ObjectFilter | None) -> SQL:
         exact = compose(
             "SELECT p.entry_id, sum(t.idf * p.impact) AS score"
             " FROM allowed_entries a CROSS JOIN terms t CROSS JOIN LATERAL ("
-            "  SELECT p.entry_id, p.impact FROM semantic_search_lexicalterm p"
+            "  SELECT p.entry_id, p.impact FROM {postings}"
             "  WHERE p.entry_id = a.entry_id AND p.lexeme = t.lexeme"
             "  AND p.search_config = t.config{conditions} OFFSET 0) p{phrases}"
             " GROUP BY p.entry_id ORDER BY score DESC, p.entry_id LIMIT {candidates}",
-            conditions=conditions, phrases=phrases, candidates=plan.candidates,
+            postings=_postings(conditions, EMPTY), conditions=conditions, phrases=phrases,
+            candidates=plan.candidates,
         )
         body = _gated(top_impact, exact)
     return compose("{terms}, lexical AS MATERIALIZED ({body})", terms=terms, body=body)

@@ -357,7 +357,7 @@ def test_reindex_after_a_large_run_recomputes_bm25_impacts():
     assert _impact_drift() > 0.01  # the first posting's impact used a smaller average length
     pending(["another long text about impacts " * 20] * 3)
     call_command("semantic_search_reindex", "demo.Article", "--no-progress")
-    assert _impact_drift() < 1e-9
+    assert _impact_drift() < 1e-6  # impacts are 4-byte floats
 
 
 def test_model_version_change_marks_rows_stale_and_reindex_moves_them(
