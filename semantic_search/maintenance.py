@@ -13,6 +13,7 @@ from django.utils import timezone
 from . import conf, versions
 from .changes import dispatch, record_saved
 from .embedders import get_embedder
+from .indexes import BINARY, index_kind, rescore_factor
 from .models import ChunkEmbedding, IndexState, SearchEntry
 from .registry import Registration, registrations
 
@@ -137,6 +138,12 @@ class StatusRow:
     lexical_truncated: int  # entries with text beyond the lexical limit (registry.py)
     version: str = ""  # the configured embedder version
     serving: str = ""  # the version searches read (another while the index moves: versions.py)
+    index: str = ""  # the embedder's vector index: "halfvec", or "binary xN" (N: RESCORE)
+
+
+def _index_label(embedder: str) -> str:
+    kind = index_kind(embedder)
+    return f"{kind} x{rescore_factor(embedder)}" if kind == BINARY else kind
 
 
 def status(using: str = "default") -> list[StatusRow]:
@@ -171,7 +178,7 @@ def status(using: str = "default") -> list[StatusRow]:
                 StatusRow(
                     registration.label, spec.name, objects, indexed, stale_count, pending,
                     failed, missing, orphan_count, truncated, versions_by_name[spec.name],
-                    serving or versions_by_name[spec.name],
+                    serving or versions_by_name[spec.name], _index_label(spec.name),
                 )
             )
     return rows

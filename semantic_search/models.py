@@ -5,7 +5,6 @@ and primary key (as text, so integer, UUID and string keys all work).
 """
 
 from django.contrib.contenttypes.models import ContentType
-from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from pgvector.django import HalfVectorField, VectorField
@@ -48,7 +47,9 @@ class SearchEntry(models.Model):
                 fields=["content_type", "object_id"], name="semantic_search_entry_unique"
             )
         ]
-        indexes = [GinIndex(fields=["search_vector"], name="semantic_search_entry_fts")]
+        # No GIN index on search_vector: searches read the postings (LexicalTerm) and match
+        # phrases/exclusions on the candidate entries only, so it would cost its bytes (a
+        # tenth of the app's at 100k objects) and every write for nothing.
 
     def __str__(self) -> str:
         return f"{self.content_type.model}:{self.object_id} ({self.state})"

@@ -1008,6 +1008,9 @@ def test_a_binary_index_is_scanned_and_rescored_on_the_stored_vectors(corpus, se
 
     halfvec = {query: top(query) for query in asked}
     name = _with_index(settings, "binary")
+    from semantic_search.maintenance import status
+
+    assert {row.index for row in status() if row.embedder == "multilingual"} == {"binary x4"}
     page = Article.objects.semantic_search(asked[0], mode="vector", floor=False)[:10]
     switches = ("enable_seqscan", "enable_bitmapscan", "enable_sort")
     with connection.cursor() as cursor:  # 2,000 rows: a sort would be cheaper than the index

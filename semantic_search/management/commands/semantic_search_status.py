@@ -1,6 +1,7 @@
 """Per registered model and embedder: indexed, stale, pending, failed, missing, orphaned,
 entries whose text went beyond the lexical limit (truncated), the configured embedder version
-and the one searches read (serving; another while the index moves to a new model)."""
+and the one searches read (serving; another while the index moves to a new model), and the
+kind of its vector index (halfvec, or binary with its re-scoring factor)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class Command(BaseCommand):
             self.stdout.write(_json([asdict(row) for row in rows]))
             return
         headers = ["model", "embedder", "objects", "indexed", "stale", "pending", "failed",
-                   "missing", "orphaned", "truncated", "version", "serving"]
+                   "missing", "orphaned", "truncated", "version", "serving", "index"]
         table = [headers] + [[str(v) for v in asdict(row).values()] for row in rows]
         widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
         for line in table:
