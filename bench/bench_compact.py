@@ -91,7 +91,7 @@ def scifact(data: Path) -> tuple[np.ndarray, list[str], np.ndarray, list[dict[st
     known.update(zip(rest, embed("scifact-rest", rest, True), strict=True))
     documents = np.stack([known[text] for text in texts])
     asked = embed("scifact-queries", [q.text for q in queries], False)
-    return documents, [d.id for d in corpus], asked, [qrels[q.id] for q in queries]
+    return documents, [d.doc_id for d in corpus], asked, [qrels[q.query_id] for q in queries]
 
 
 def xquad(data: Path, language: str) -> tuple[np.ndarray, list[str], np.ndarray,
@@ -257,7 +257,7 @@ def scan_sql(variant: str) -> tuple[str, int]:
     if variant.startswith("binary"):
         factor = int(variant.rsplit("x", 1)[1])
         return BINARY_SCAN.format(wide=factor * CHUNKS, chunks=CHUNKS), 2
-    base = variant.split(" ")[0]
+    base = variant.split(",")[0]
     return SCANS[base].format(chunks=CHUNKS), 1
 
 
@@ -371,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     base, _, _ = bench_query.base_vectors(pool)
     queries = embed("scifact-scan-queries", bench_query.read_queries(args.scifact, args.queries),
                     False)
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) for s in args.sizes.split(",") if s):
         block = scale_table(url, size, base, queries)
         print("\n".join(block), flush=True)
         lines += block + [""]

@@ -340,8 +340,13 @@ class Steps:
         return result
 
 
-def load(alias: str, size: int, pool: Sequence[tuple[str, str]], base: np.ndarray) -> Steps:
-    """Fill the database of ``alias`` with ``size`` indexed articles, in bulk."""
+def load(alias: str, size: int, pool: Sequence[tuple[str, str]], base: np.ndarray,
+         refresh: bool = True) -> Steps:
+    """Fill the database of ``alias`` with ``size`` indexed articles, in bulk. ``refresh``:
+    recompute the postings' impacts with the final average length afterwards (and compact the
+    rewritten tables); without it, each posting keeps the impact written with the average
+    length of the rows loaded before it (every batch of rows repeats the pool, so that average
+    is the final one within the few tokens of the " (copy k)" suffix)."""
     from django.contrib.contenttypes.models import ContentType
     from django.db import connections
     from pgvector import HalfVector
@@ -426,9 +431,10 @@ def load(alias: str, size: int, pool: Sequence[tuple[str, str]], base: np.ndarra
                 copy.write_row((entry_id, content_type, object_id, "en", EMBEDDER, version, 0,
                                 digest, 0, len(text), HalfVector(vectors[index])))
 
-    def vacuum_full() -> None:
+    def vacuum_full(tables: Sequence[str] = ("semantic_search_lexicalterm",
+                                             "semantic_search_searchentry")) -> None:
         with connection.cursor() as cursor:
-            cursor.execute("VACUUM (FULL) semantic_search_lexicalterm, semantic_search_searchentry")
+            cursor.execute(f"VACUUM (FULL) {', '.join(tables)}")
 
     def build_deferred() -> None:
         with connection.cursor() as cursor:
@@ -449,8 +455,11 @@ def load(alias: str, size: int, pool: Sequence[tuple[str, str]], base: np.ndarra
     steps.run("COPY articles", copy_articles)
     entry_ids = steps.run("search entries (to_tsvector A/B)", insert_entries)
     steps.run(f"postings (write_postings x {POSTING_BATCH})", lambda: postings(entry_ids))
-    steps.run("refresh_impacts", lambda: lexical.refresh_impacts(using=alias))
-    steps.run("VACUUM FULL postings+entries", vacuum_full)
+    if refresh:
+        steps.run("refresh_impacts", lambda: lexical.refresh_impacts(using=alias))
+        steps.run("VACUUM FULL postings+entries", vacuum_full)
+    else:  # the postings were written once; the entries were updated (their lengths)
+        steps.run("VACUUM FULL entries", lambda: vacuum_full(["semantic_search_searchentry"]))
     steps.run("COPY vectors (binary)", copy_vectors)
     steps.run("build impact index (+ the naive baseline's GIN)", build_deferred)
     steps.run("build HNSW index", build_hnsw)
@@ -819,6 +828,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--recall-queries", type=int, default=100)
     parser.add_argument("--base-docs", type=int, default=5000,
                         help="distinct abstracts embedded with the real model (default 5000)")
+    parser.add_argument("--refresh-max", type=int, default=100_000,
+                        help="recompute BM25 impacts after loading sizes up to this (default "
+                        "100,000; larger loads keep the impacts written at load time)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep loaded databases whose content matches (else drop + reload)")
     parser.add_argument("--wait-minutes", type=float, default=40,
@@ -878,7 +890,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             steps = read_marker(alias)["setup"]
             print("  reusing the loaded database", flush=True)
         else:
-            steps = load(alias, size, pool, base).seconds
+            steps = load(alias, size, pool, base, refresh=size <= args.refresh_max).seconds
             write_marker(alias, {**wanted, "setup": steps})
         context = query_context(alias, queries)
         with_naive_settings(alias)
