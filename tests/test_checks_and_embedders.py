@@ -108,7 +108,7 @@ def test_embedders_of_different_dimensions_side_by_side(with_use_embedder):
         cursor.execute(
             "SELECT indexdef FROM pg_indexes WHERE indexname LIKE 'semantic_search_hnsw_use%%'"
         )
-        assert "vector(512)" in cursor.fetchone()[0]
+        assert "halfvec(512)" in cursor.fetchone()[0]
     qs = Article.objects.semantic_search(
         "Wo kommt die Lava aus dem Berg heraus?", mode="vector", languages="same"
     )
