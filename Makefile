@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 export SEMANTIC_SEARCH_MODEL_CACHE := $(CURDIR)/.cache/models
 export XDG_RUNTIME_DIR := $(CURDIR)/.services/run
 
-.PHONY: install test demo services stop lint bench clean
+.PHONY: install test demo screenshots services stop lint bench clean
 
 install: $(STAMP)
 
@@ -39,6 +39,12 @@ test: install
 demo: install
 	@mkdir -p .services/run && chmod 700 .services/run
 	$(SERVICES) run -- $(PY) manage.py demo
+
+# The README's screenshots (docs/screenshots/*.png): the demo, then headless Chromium (installed
+# with apt if missing) instead of the server; the status page's shot reindexes everything.
+screenshots: install
+	@mkdir -p .services/run && chmod 700 .services/run
+	$(SERVICES) run -- $(PY) manage.py demo --screenshots docs/screenshots
 
 stop:
 	@[ -x $(PY) ] && $(SERVICES) stop || true

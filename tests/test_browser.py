@@ -93,7 +93,7 @@ def results(driver) -> list[dict]:
     return [
         {"id": item.get_attribute("data-external-id"),
          "language": item.get_attribute("data-language"),
-         "topic": (by_css(item, ".topic") or [None])[0] and by_css(item, ".topic")[0].text}
+         "topic": item.find_element("css selector", ".topic").get_attribute("data-topic")}
         for item in by_css(driver, "article.result")
     ]
 

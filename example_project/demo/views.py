@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import time
 from dataclasses import asdict, dataclass
 from urllib.parse import urlencode
@@ -24,6 +26,7 @@ from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
+from semantic_search import conf
 from semantic_search.maintenance import status
 
 from . import reindexing
@@ -99,6 +102,34 @@ def _why(article, arms: list[str]) -> list[dict]:
     return rows
 
 
+_MARK = re.compile(r"</?b>")
+
+
+def without_title(snippet: str, title: str) -> str:
+    """The snippet minus the title it starts with (the indexed text is the title, then the
+    body; the page shows the title above the snippet). ``snippet`` is escaped HTML with <b>
+    marks; a mark open where the title ends is reopened."""
+    plain = _MARK.sub("", snippet)
+    prefixes = [p for p in {html.escape(title, quote=False), html.escape(title)} if p]
+    prefix = next((p for p in prefixes if plain.startswith(p)), None)
+    if prefix is None or len(plain.strip()) <= len(prefix):
+        return snippet
+    visible = index = 0
+    marked = False
+    while index < len(snippet) and visible < len(prefix):
+        tag = _MARK.match(snippet, index)
+        if tag:
+            marked = tag.group() == "<b>"
+            index = tag.end()
+        else:
+            visible += 1
+            index += 1
+    rest = snippet[index:]
+    if rest.startswith("</b>"):
+        rest, marked = rest[4:], False
+    return ("<b>" if marked else "") + rest.lstrip()
+
+
 def _facets(groups: list[dict], topic: str, language: str) -> tuple[list, list, int]:
     """Counts per topic (within the chosen language) and per language (within the chosen
     topic), and the matches under both filters, from one (topic, language) aggregate."""
@@ -138,6 +169,17 @@ def search(request):
     return render(request, "demo/search.html", context)
 
 
+def _fusion_text() -> str:
+    if conf.get("FUSION") == "rrf":
+        return "reciprocal rank fusion of the arms' ranks"
+    weights = conf.get("WEIGHTS")
+    return (
+        f"each arm's scores min-max normalized, weighted (lexical {weights['lexical']}, "
+        f"vectors {weights['vector']}) and divided by the weight of the arms that can see "
+        "this document"
+    )
+
+
 def _search(request, query, languages, mode, topic, language) -> dict:
     timer = time.perf_counter()
     results = Article.objects.filter(published=True).semantic_search(
@@ -164,7 +206,7 @@ def _search(request, query, languages, mode, topic, language) -> dict:
     arms = _arms(route) if route else []
     for article in page.object_list:
         # search_highlight is HTML-escaped text; only <b> marks are added (snippets.py).
-        article.snippet = mark_safe(str(article.search_highlight))
+        article.snippet = mark_safe(without_title(str(article.search_highlight), article.title))
         article.why = _why(article, arms)
     snippets_ms = (time.perf_counter() - timer) * 1000
     detection = route.detection if route else None
@@ -176,6 +218,7 @@ def _search(request, query, languages, mode, topic, language) -> dict:
         if detection else "",
         "topic_counts": topic_counts, "language_counts": language_counts,
         "counts_ms": counts_ms, "page_ms": page_ms, "snippets_ms": snippets_ms,
+        "fusion_text": _fusion_text(),
     }
 
 
@@ -189,6 +232,11 @@ class _Model:
     failed: int
 
 
+def _row(row) -> dict:
+    app_label, _, model_name = row.model.partition(".")
+    return {**asdict(row), "app_label": app_label, "model_name": model_name}
+
+
 def _status_payload() -> dict:
     timer = time.perf_counter()
     rows = status()
@@ -200,7 +248,7 @@ def _status_payload() -> dict:
         ))
     run = reindexing.current()
     return {
-        "rows": [asdict(row) for row in rows], "models": [asdict(m) for m in models.values()],
+        "rows": [_row(row) for row in rows], "models": [asdict(m) for m in models.values()],
         "run": run.snapshot() if run else None,
         "status_ms": round((time.perf_counter() - timer) * 1000, 1),
     }

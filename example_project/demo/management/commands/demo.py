@@ -2,7 +2,8 @@
 from the terminal, then serve the site (``make demo`` runs it with the embedded services).
 
 Idempotent: a second run creates, saves and embeds nothing. Set ``DEMO_SERVE=0`` (or ``CI=true``)
-or pass ``--no-serve`` to stop after the searches.
+or pass ``--no-serve`` to stop after the searches. ``--screenshots DIR`` (``make screenshots``)
+takes the README's screenshots in headless Chromium instead of serving.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -95,9 +97,22 @@ class Command(BaseCommand):
             "--no-serve", action="store_true",
             help="stop after the searches (also with DEMO_SERVE=0 or CI=true)",
         )
+        parser.add_argument(
+            "--screenshots", metavar="DIR", type=Path,
+            help="after the searches, save screenshots of the pages in DIR (headless Chromium, "
+            "installed with apt if missing) instead of serving",
+        )
 
-    def handle(self, *args, no_serve: bool, no_color: bool, **options) -> None:
+    def handle(self, *args, no_serve: bool, no_color: bool, screenshots: Path | None = None,
+               **options) -> None:
         self.bold = make_style(opts=("bold",)) if supports_color() and not no_color else str
+        self.screenshots_dir = screenshots
+        if screenshots:
+            from ...browser import ensure_chromium
+
+            if reason := ensure_chromium():
+                raise CommandError(f"no headless Chromium for the screenshots: {reason}")
+            no_serve = True
         queue = conf.get("QUEUE") or DEMO_QUEUE
         worker = None if conf.get("SYNC") else WorkerProcess(queue, WORKER_LOG)
         serve = not (no_serve or serving_disabled())
@@ -135,6 +150,8 @@ class Command(BaseCommand):
         self.index(worker)
         self.search()
         self.stdout.write(f"\nDemo ready in {time.monotonic() - started:.1f} s.")
+        if self.screenshots_dir:
+            self.take_screenshots(self.screenshots_dir)
         if serve:
             self.serve(worker)
 
@@ -189,6 +206,15 @@ class Command(BaseCommand):
             self.stdout.write("The worker stays up: edits made in the admin are indexed.")
         self.stdout.write("Press Ctrl-C to stop.\n")
         call_command("runserver", ADDRESS, use_reloader=False)
+
+    def take_screenshots(self, out_dir: Path) -> None:
+        from ...browser import live_server
+        from ...screenshots import take
+
+        with live_server() as url:
+            paths = take(url, out_dir, *ADMIN_USER)
+        for path in paths:
+            self.stdout.write(f"screenshot {path} ({path.stat().st_size // 1024} kB)")
 
     # --- Output -----------------------------------------------------------------------------
 

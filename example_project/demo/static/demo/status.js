@@ -15,8 +15,7 @@
       if (!tr) return;
       tr.querySelectorAll("td[data-field]").forEach(function (td) {
         const value = row[td.dataset.field];
-        if (td.querySelector("code")) text(td.querySelector("code"), value);
-        else text(td, value);
+        text(td, value);
         td.classList.toggle("bad", ["failed", "missing", "stale", "orphaned"].includes(td.dataset.field) && value > 0);
       });
     });
