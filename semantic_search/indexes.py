@@ -39,7 +39,7 @@ TABLE = "semantic_search_chunkembedding"
 HALF = "halfvec"  # HNSW on the stored 16-bit vectors, cosine distance (the default)
 BINARY = "binary"  # HNSW on their signs, Hamming distance, re-scored on the stored vectors
 INDEX_KINDS = (HALF, BINARY)
-DEFAULT_RESCORE = 4  # binary index: chunks read per chunk kept, re-ranked by cosine
+DEFAULT_RESCORE = 16  # binary index: chunks read per chunk kept, re-ranked by cosine (README)
 
 
 def index_kind(embedder: str) -> str:
@@ -54,7 +54,7 @@ def index_kind(embedder: str) -> str:
 
 
 def rescore_factor(embedder: str) -> int:
-    """Chunks a binary index scan reads per chunk it keeps (``"RESCORE"``, default 4)."""
+    """Chunks a binary index scan reads per chunk it keeps (``"RESCORE"``, default 16)."""
     factor = conf.embedder_spec(embedder).options.get("RESCORE", DEFAULT_RESCORE)
     if isinstance(factor, bool) or not isinstance(factor, int) or not 1 <= factor <= 100:
         raise ImproperlyConfigured(

@@ -980,14 +980,14 @@ def test_an_excluded_phrase_removes_the_documents_that_contain_it(corpus):
     assert not [a for a in excluded if phrase.lower() in a.body.lower()]
 
 
-def _with_index(settings, kind: str) -> str:
+def _with_index(settings, kind: str, **options) -> str:
     """Switch the multilingual embedder's index kind; returns the name of its index."""
     from semantic_search.embedders import get_embedder
     from semantic_search.indexes import VectorIndex, ensure_vector_indexes
 
     embedders = settings.SEMANTIC_SEARCH["EMBEDDERS"]
     settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "EMBEDDERS": {
-        **embedders, "multilingual": {**embedders["multilingual"], "INDEX": kind}}}
+        **embedders, "multilingual": {**embedders["multilingual"], "INDEX": kind, **options}}}
     with connection.cursor() as cursor:  # DDL after the test's inserts, in its transaction
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     ensure_vector_indexes()  # rolled back with the test
@@ -1007,7 +1007,8 @@ def test_a_binary_index_is_scanned_and_rescored_on_the_stored_vectors(corpus, se
         return {a.pk: a.search_score for a in page}
 
     halfvec = {query: top(query) for query in asked}
-    name = _with_index(settings, "binary")
+    # 4 x 200 chunks of 2,180: the default (16) would read them all.
+    name = _with_index(settings, "binary", RESCORE=4)
     from semantic_search.maintenance import status
 
     assert {row.index for row in status() if row.embedder == "multilingual"} == {"binary x4"}
