@@ -15,7 +15,7 @@ import time
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connections
+from django.db import connection, connections
 
 from example_project.demo import browser
 from example_project.demo.loading import load_slice
@@ -24,7 +24,11 @@ from semantic_search import conf, indexing
 from semantic_search.embedders import get_embedder
 from semantic_search.models import IndexState, SearchEntry
 
-pytestmark = [pytest.mark.worker]
+# django_db makes pytest-django set up the test database (a session whose tests ask for none
+# would run on the configured one). The tests themselves only read; the site's threads see the
+# module's committed data. The reindex test writes, so it is transactional, and last (its
+# teardown empties the tables).
+pytestmark = [pytest.mark.worker, pytest.mark.django_db]
 
 STAFF = ("browser-staff", "browser-staff-password")
 GERMAN_QUERY = "Warum stiegen 1973 die Ölpreise so stark?"
@@ -45,6 +49,9 @@ def chromium():
 @pytest.fixture(scope="module")
 def site(chromium, celery_worker_process, django_db_setup, django_db_blocker):
     """The demo corpus indexed by the worker, a staff user, and the site on a free port."""
+    name = connection.settings_dict["NAME"]
+    if not name.startswith("test_") and name != connection.settings_dict["TEST"].get("NAME"):
+        pytest.fail(f"refusing to load and delete the demo corpus in {name}: not a test database")
     with django_db_blocker.unblock():
         load_slice()  # what `manage.py demo` loads; the saves reach the worker
         user = get_user_model().objects.create_user(STAFF[0], password=STAFF[1], is_staff=True,
@@ -196,40 +203,6 @@ def test_admin_search_box_and_relevance_sort(driver, site):
     assert "o=" in driver.current_url  # sorted by the user's click, not by default
 
 
-def test_reindex_from_the_status_page_through_the_worker(driver, site, django_db_blocker):
-    with django_db_blocker.unblock():
-        # bulk_create sends no signals: the status page shows them missing.
-        added = Article.objects.bulk_create([
-            Article(title="Browser test", body="Ein Absatz über Dampfmaschinen.", language="de"),
-            Article(title="Browser test", body="A paragraph about steam engines.", language="en"),
-        ])
-    try:
-        browser.log_in(driver, site, *STAFF, next_path="/status/")
-        driver.get(site + "/status/")
-        row = 'tr[data-model="demo.Article"][data-embedder="multilingual"]'
-        assert int(by_css(driver, f'{row} td[data-field="missing"]')[0].text) >= 2
-        by_css(driver, "#reindex-button")[0].click()
-        started = time.monotonic()
-        browser.wait_for(
-            lambda: by_css(driver, "#run-label")
-            and by_css(driver, "#run-label")[0].text in ("finished", "failed"),
-            timeout=300, message="the reindex did not finish",
-        )
-        log = by_css(driver, "#run-log")[0].text
-        assert by_css(driver, "#run-label")[0].text == "finished", log
-        assert "objects sent to the workers" in log
-        assert by_css(driver, f'{row} td[data-field="missing"]')[0].text == "0"
-        assert by_css(driver, f'{row} td[data-field="pending"]')[0].text == "0"
-        print(f"reindex through the worker: {time.monotonic() - started:.1f} s")
-        with django_db_blocker.unblock():
-            states = set(_article_entries().filter(
-                object_id__in=[str(a.pk) for a in added]).values_list("state", flat=True))
-        assert states == {IndexState.INDEXED}
-    finally:
-        with django_db_blocker.unblock():
-            Article.objects.filter(pk__in=[a.pk for a in added]).delete()
-
-
 def test_screenshot_is_not_empty(driver, site, tmp_path):
     search_for(driver, site, GERMAN_QUERY)
     by_css(driver, "article.result details.why summary")[0].click()
@@ -244,3 +217,34 @@ def test_screenshot_is_not_empty(driver, site, tmp_path):
     with Image.open(path) as image:
         colors = image.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colors is None or len(colors) > 50, "a blank page"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reindex_from_the_status_page_through_the_worker(driver, site):
+    # bulk_create sends no signals: the status page shows them missing.
+    added = Article.objects.bulk_create([
+        Article(title="Browser test", body="Ein Absatz über Dampfmaschinen.", language="de"),
+        Article(title="Browser test", body="A paragraph about steam engines.", language="en"),
+    ])
+    try:
+        browser.log_in(driver, site, *STAFF, next_path="/status/")
+        driver.get(site + "/status/")
+        row = 'tr[data-model="demo.Article"][data-embedder="multilingual"]'
+        assert int(by_css(driver, f'{row} td[data-field="missing"]')[0].text) >= 2
+        by_css(driver, "#reindex-button")[0].click()
+        started = time.monotonic()
+        browser.wait_for(
+            lambda: browser.text(driver, "#run-label") in ("finished", "failed"),
+            timeout=300, message="the reindex did not finish",
+        )
+        log = browser.text(driver, "#run-log")
+        assert browser.text(driver, "#run-label") == "finished", log
+        assert "objects sent to the workers" in log
+        assert browser.text(driver, f'{row} td[data-field="missing"]') == "0"
+        assert browser.text(driver, f'{row} td[data-field="pending"]') == "0"
+        print(f"reindex through the worker: {time.monotonic() - started:.1f} s")
+        states = set(_article_entries().filter(
+            object_id__in=[str(a.pk) for a in added]).values_list("state", flat=True))
+        assert states == {IndexState.INDEXED}
+    finally:
+        Article.objects.filter(pk__in=[a.pk for a in added]).delete()

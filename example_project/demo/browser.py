@@ -142,3 +142,12 @@ def log_in(driver, base_url: str, username: str, password: str, next_path: str =
         driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
         wait_for(lambda: "/admin/login/" not in driver.current_url, message="login failed")
     driver.get(f"{base_url}{next_path}")
+
+
+def text(driver, selector: str) -> str | None:
+    """The text of the first element matching ``selector`` (None if there is none), read in
+    one script call, so a page that re-renders it meanwhile cannot leave a stale reference."""
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.textContent.trim() : null",
+        selector,
+    )

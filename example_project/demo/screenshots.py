@@ -46,6 +46,7 @@ def take(base_url: str, out_dir: Path, username: str, password: str) -> list[Pat
         for summary in driver.find_elements(By.CSS_SELECTOR, "details.why summary")[:2]:
             summary.click()
         driver.set_window_size(WIDTH, 1150)
+        driver.execute_script("window.scrollTo(0, 0)")
         shot("why")
         _open(driver, f"{base_url}/?{urlencode({'q': QUERY, 'language': 'en'})}", "#summary")
         shot("filter")
@@ -58,8 +59,7 @@ def take(base_url: str, out_dir: Path, username: str, password: str) -> list[Pat
 
         def article_progress() -> float:
             done, objects = (
-                int(driver.find_element(
-                    By.CSS_SELECTOR, f'.model-progress[data-model="demo.Article"] .{key}').text)
+                int(browser.text(driver, f'.model-progress[data-model="demo.Article"] .{key}'))
                 for key in ("done", "objects")
             )
             return done / max(objects, 1)
@@ -68,8 +68,7 @@ def take(base_url: str, out_dir: Path, username: str, password: str) -> list[Pat
                          message="no progress to show")
         shot("status-progress")
         browser.wait_for(
-            lambda: driver.find_elements(By.ID, "run-label")
-            and driver.find_element(By.ID, "run-label").text in ("finished", "failed"),
+            lambda: browser.text(driver, "#run-label") in ("finished", "failed"),
             timeout=600, message="the reindex did not finish",
         )
         shot("status")

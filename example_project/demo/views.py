@@ -234,10 +234,15 @@ class _Model:
 
 def _row(row) -> dict:
     app_label, _, model_name = row.model.partition(".")
-    return {**asdict(row), "app_label": app_label, "model_name": model_name}
+    version_name, _, version_hash = row.version.rpartition("@")
+    return {**asdict(row), "app_label": app_label, "model_name": model_name,
+            "version_name": version_name or version_hash,
+            "version_hash": version_hash if version_name else ""}
 
 
 def _status_payload() -> dict:
+    run = reindexing.current()
+    snapshot = run.snapshot() if run else None  # before the counts: "finished" shows final ones
     timer = time.perf_counter()
     rows = status()
     models: dict[str, _Model] = {}
@@ -246,10 +251,9 @@ def _status_payload() -> dict:
             row.model, row.objects, max(row.objects - row.pending - row.missing - row.failed, 0),
             row.pending, row.missing, row.failed,
         ))
-    run = reindexing.current()
     return {
         "rows": [_row(row) for row in rows], "models": [asdict(m) for m in models.values()],
-        "run": run.snapshot() if run else None,
+        "run": snapshot,
         "status_ms": round((time.perf_counter() - timer) * 1000, 1),
     }
 
