@@ -75,7 +75,7 @@ EXAMPLES = (
     Example("Wer regiert Schottland?", "a filter on the topic: Scottish Parliament",
             (("topic", "Scottish Parliament"),)),
     Example("Dampfmaschine", "a one-word query: the index decides it is German"),
-    Example("Luther", "a name: keyword and meaning agree"),
+    Example("Luther", "a name in every language: unsure, so every language's full text"),
     Example("Откуда у растений появились хлоропласты?", "Russian, decided by the script"),
     Example("蒸汽机的效率受什么限制？", "Chinese: bigrams for the full text, vectors for meaning"),
     Example("qwxz blorft vrummel", "no good match: no results, not the nearest nonsense"),
