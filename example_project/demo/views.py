@@ -155,15 +155,18 @@ def search(request):
     mode = _choice(request, "mode", MODES)
     topic = request.GET.get("topic", "").strip()
     language = request.GET.get("language", "").strip()
+    reranker = bool((conf.get("RERANKER") or {}).get("MODEL"))  # a checkbox when configured
+    rerank = reranker and request.GET.get("rerank") == "1"
     context = {
         "query": query, "languages": languages, "mode": mode, "topic": topic,
         "language": language, "language_modes": LANGUAGE_MODES, "modes": MODES,
         "examples": EXAMPLES, "language_name": LANGUAGE_NAMES.get(language, language),
+        "reranker": reranker, "rerank": rerank,
     }
     if query:
-        context.update(_search(request, query, languages, mode, topic, language))
+        context.update(_search(request, query, languages, mode, topic, language, rerank))
         params = {"q": query, "languages": languages, "mode": mode, "topic": topic,
-                  "language": language}
+                  "language": language, "rerank": "1" if rerank else ""}
         context["base_query"] = urlencode({k: v for k, v in params.items() if v})
     context["server_ms"] = (time.perf_counter() - started) * 1000
     return render(request, "demo/search.html", context)
@@ -180,10 +183,10 @@ def _fusion_text() -> str:
     )
 
 
-def _search(request, query, languages, mode, topic, language) -> dict:
+def _search(request, query, languages, mode, topic, language, rerank) -> dict:
     timer = time.perf_counter()
     results = Article.objects.filter(published=True).semantic_search(
-        query, languages=languages, mode=mode
+        query, languages=languages, mode=mode, rerank=rerank
     )
     route = results.search_route
     # One aggregate over the search (before the facet filters) gives every count.
