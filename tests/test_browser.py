@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, connections
 
 from example_project.demo import browser
-from example_project.demo.loading import load_slice
+from example_project.demo.loading import SLICE_PATH, load_slice, read_jsonl
 from example_project.demo.models import Article, Topic
 from semantic_search import conf, indexing
 from semantic_search.embedders import get_embedder
@@ -56,7 +56,9 @@ def site(chromium, celery_worker_process, django_db_setup, django_db_blocker):
         load_slice()  # what `manage.py demo` loads; the saves reach the worker
         user = get_user_model().objects.create_user(STAFF[0], password=STAFF[1], is_staff=True,
                                                     is_superuser=True)
-        pks = [str(pk) for pk in Article.objects.values_list("pk", flat=True)]
+        slice_ids = [row["external_id"] for row in read_jsonl(SLICE_PATH)]
+        pks = [str(pk) for pk in Article.objects.filter(external_id__in=slice_ids)
+               .values_list("pk", flat=True)]
         indexed = _article_entries().filter(object_id__in=pks, state=IndexState.INDEXED)
         browser.wait_for(lambda: indexed.count() == len(pks), timeout=600, poll=1,
                          message="the worker did not index the demo corpus")

@@ -66,6 +66,23 @@ def ensure_chromium() -> str | None:
     return _apt_tried[0]
 
 
+def ensure_cjk_font() -> str | None:
+    """For the screenshots: a font with Chinese characters (Debian's ``fonts-wqy-zenhei``),
+    installed with apt when none is there; None when there is one, else why not."""
+    listed = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True) \
+        if shutil.which("fc-list") else None
+    if listed is not None and listed.stdout.strip():
+        return None
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        return "no font with Chinese characters (apt-get install fonts-wqy-zenhei)"
+    done = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "fonts-wqy-zenhei"],
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, capture_output=True, text=True,
+        timeout=900,
+    )
+    return None if done.returncode == 0 else f"fonts-wqy-zenhei: {done.stderr.strip()[-200:]}"
+
+
 def start_driver(width: int = 1280, height: int = 900):
     """A headless Chromium with a fresh profile; ``driver.profile_dir`` is removed by
     ``stop_driver``."""

@@ -108,10 +108,12 @@ class Command(BaseCommand):
         self.bold = make_style(opts=("bold",)) if supports_color() and not no_color else str
         self.screenshots_dir = screenshots
         if screenshots:
-            from ...browser import ensure_chromium
+            from ...browser import ensure_chromium, ensure_cjk_font
 
             if reason := ensure_chromium():
                 raise CommandError(f"no headless Chromium for the screenshots: {reason}")
+            if reason := ensure_cjk_font():
+                self.stderr.write(f"Chinese text will show as boxes: {reason}")
             no_serve = True
         queue = conf.get("QUEUE") or DEMO_QUEUE
         worker = None if conf.get("SYNC") else WorkerProcess(queue, WORKER_LOG)
