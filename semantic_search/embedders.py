@@ -241,8 +241,7 @@ class SentenceTransformerEmbedder:
     def _onnx_file(self) -> Path:
         """The ONNX export of this folder (named by its model and fingerprint, like a version
         without a VERSION setting: a changed folder gets a new export)."""
-        base = self.model_name.removeprefix("packaged:")
-        return onnx_path(f"{base}@{_folder_fingerprint(self.path)}")
+        return onnx_path(self._folder_version)
 
     def _export_onnx(self, model) -> None:
         """Export the model for the processes that search without torch, once per folder."""
@@ -260,8 +259,11 @@ class SentenceTransformerEmbedder:
 
     @cached_property
     def version(self) -> str:
-        if self._version:
-            return self._version
+        return self._version or self._folder_version
+
+    @cached_property
+    def _folder_version(self) -> str:
+        """``<model>@<fingerprint of its folder>``: the version without a VERSION setting."""
         base = self.model_name.removeprefix("packaged:")
         return f"{base}@{_folder_fingerprint(self.path)}"
 
@@ -429,12 +431,12 @@ _embedders_lock = threading.Lock()
 
 
 # Settings of an embedder entry that are the app's, not the embedder class's.
-INDEX_OPTIONS = frozenset({"LANGUAGES", "INDEX", "RESCORE"})
+APP_OPTIONS = frozenset({"LANGUAGES", "INDEX", "RESCORE"})
 
 
 def build_embedder(spec: conf.EmbedderSpec) -> Embedder:
     """Instantiate the embedder a settings entry describes (no model is loaded yet)."""
-    options = {k.lower(): v for k, v in spec.options.items() if k not in INDEX_OPTIONS}
+    options = {k.lower(): v for k, v in spec.options.items() if k not in APP_OPTIONS}
     backend = options.pop("backend", None)
     if backend is None:
         if "model" not in options:
