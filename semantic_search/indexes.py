@@ -103,7 +103,7 @@ def binary_expression(dimension: int) -> str:
 
 def query_vector(vector, dimension: int) -> SQL:
     """A query vector as a ``halfvec(dimension)`` value (sent as a ``vector`` parameter, in
-    binary when the connection binds parameters on the server, see sql.py)."""
+    binary when the connection binds parameters on the server, see vector_params.py)."""
     return compose("{vector}::halfvec({dimension})", vector=vector_param(vector),
                    dimension=SQL(str(int(dimension))))
 
