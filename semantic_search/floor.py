@@ -13,8 +13,13 @@ arm found one of the query's lexemes in it) or a match by meaning in some vector
   small one) by at least the *gate*, the largest such contrast that a fixed set of 128 nonsense
   queries (random letters and pronounceable pseudo-words, one to four "words") reaches in the
   same vectors;
-- and the candidate must lie in the upper part of the query's contrast: similarity >=
-  background + ``FLOOR_RELATIVE`` x (best - background) (a setting).
+- and the candidate must lie in the upper part of the query's contrast among what the search
+  can return: similarity >= background + ``FLOOR_RELATIVE`` x (best - background), with best
+  and background taken the same way over the arm's own candidates (under a queryset filter or
+  a language restriction, the nearest chunks that pass them), not over the model's vectors:
+  documents a filter excludes must not set the bar for those it keeps (an English question
+  filtered to Chinese results lost its Chinese paragraph below the English ones, a filter
+  keeping 1% of 100,000 objects kept almost nothing).
 
 In a multilingual model's arm the similarities are the language-centred ones a search ranks by
 (centring.py), best and background included, so a translation is held to the same bar as a

@@ -298,9 +298,7 @@ def _vector_cte(
     index: int, arm: VectorArm, plan: SearchPlan, object_filter: ObjectFilter | None
 ) -> SQL:
     """``query_N`` (the query vector), ``vector_N`` (the arm's candidates) and, with the
-    relevance floor, ``reference_N``: the query's best similarity and its background level
-    (the median similarity of the scan's nearest chunks: the similarity at the candidate depth
-    in a large model, the typical one in a small model) over the model's vectors, unfiltered."""
+    relevance floor, ``reference_N`` (see :func:`_reference_cte`)."""
     query = SQL(f"query_{index}")
     distance = compose(
         "{expression} <=> (SELECT v FROM {query})",
@@ -399,16 +397,45 @@ def _vector_cte(
     ctes.append(compose("vector_{index} AS MATERIALIZED ({body})", index=SQL(str(index)),
                         body=body))
     if arm.gate is not None:
-        background = SQL(f"scan_{index}") if shared else compose(
-            "({scan})", scan=index_scan(base, chunks, compose(
-                "{distance} AS distance, c.language", distance=distance)))
-        ctes.append(compose(
-            "reference_{index} AS MATERIALIZED (SELECT 1 - min(distance) AS best,"
-            " 1 - percentile_cont(0.5) WITHIN GROUP (ORDER BY distance) AS background"
-            " FROM (SELECT {shifted} AS distance FROM {background} r) r)",
-            index=SQL(str(index)), background=background, shifted=_shifted_distance(shift),
-        ))
+        ctes.append(_reference_cte(index, shared, object_filter, shift, index_scan(
+            base, chunks, compose("{distance} AS distance, c.language", distance=distance))))
     return join(", ", ctes)
+
+
+def _reference_cte(
+    index: int, shared: bool, object_filter: ObjectFilter | None, shift: SQL | None,
+    unfiltered_scan: SQL,
+) -> SQL:
+    """``reference_N``: the floor's levels for vector arm N. ``best`` and ``background`` (the
+    gate: does the query stand out at all?) come from the model's vectors, unfiltered, as the
+    gate was calibrated; ``reach_best`` and ``reach_background`` (the relative cut) from what
+    the arm can return: its own scan under the queryset's filter and language restriction, or
+    its exact ranking when the filter is selective. Otherwise documents the filter excludes
+    would set the bar for the ones it keeps (an English question filtered to Chinese results
+    lost its Chinese paragraph below the English ones)."""
+
+    def levels(rows: SQL, shifted: SQL) -> SQL:
+        return compose(
+            "SELECT 1 - min(distance) AS best,"
+            " 1 - percentile_cont(0.5) WITHIN GROUP (ORDER BY distance) AS background"
+            " FROM (SELECT {shifted} AS distance FROM {rows} r) r",
+            shifted=shifted, rows=rows,
+        )
+
+    shifted = _shifted_distance(shift)
+    if shared:
+        gate = reach = levels(SQL(f"scan_{index}"), shifted)
+    else:
+        gate = levels(compose("({scan})", scan=unfiltered_scan), shifted)
+        reach = levels(SQL(f"hits_{index}"), shifted)
+        if object_filter is not None:  # vector_N holds the exact ranking's shifted distances
+            reach = _gated(reach, levels(SQL(f"vector_{index}"), SQL("r.distance")))
+    return compose(
+        "reference_{index} AS MATERIALIZED (SELECT g.best, g.background,"
+        " h.best AS reach_best, h.background AS reach_background"
+        " FROM ({gate}) g CROSS JOIN ({reach}) h)",
+        index=SQL(str(index)), gate=gate, reach=reach,
+    )
 
 
 def _arm_select(
@@ -528,7 +555,7 @@ def _vector_match(index: int, arm: VectorArm, plan: SearchPlan) -> SQL:
         return SQL("true")
     return compose(
         "coalesce((SELECT ((SELECT found FROM known) OR best - background >= {gate})"
-        " AND (1 - distance) >= background + {share} * (best - background)"
+        " AND (1 - distance) >= reach_background + {share} * (reach_best - reach_background)"
         " FROM reference_{index}), false)",
         gate=float(arm.gate), share=float(plan.relative_floor), index=SQL(str(index)),
     )

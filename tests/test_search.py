@@ -654,6 +654,26 @@ def test_the_floor_keeps_a_question_s_paragraph_and_its_translations(corpus, lan
     assert len(results) < min(len(corpus) / 2, 0.75 * unfloored)  # the tail goes
 
 
+@pytest.mark.parametrize("language", ["en", "de"])
+def test_the_floor_under_a_filter_keeps_what_the_filter_allows(corpus, language):
+    """Results filtered to another language than the query's (the same table holding the
+    query's own language) keep the translations: the relative cut is taken among what the
+    filter lets through, not below the documents it excludes (candidates=5: the unfiltered
+    reference scan of 10 chunks is then all nearer documents in other languages, as the
+    default depth is in a larger table)."""
+    chinese = Article.objects.filter(language="zh")
+    kept, rows = 0, {False: 0, True: 0}
+    for question in questions(language)[:10]:
+        pages = {floor: [a.external_id for a in chinese.semantic_search(
+            question["question"], mode="vector", candidates=5, floor=floor)[:10]]
+            for floor in (False, True)}
+        kept += bool(pages[True]) and pages[True][0] == pages[False][0]
+        rows = {floor: rows[floor] + len(page) for floor, page in pages.items()}
+    assert kept == 10, (kept, rows)  # before: 0 of 10
+    assert rows[True] < rows[False]  # still a cut, within the filter
+    assert chinese.semantic_search("qwxz blorft vrummel").count() == 0  # nonsense stays out
+
+
 def test_queries_in_unsegmented_scripts_count_as_known_words():
     from semantic_search.languages import unsegmented
 
