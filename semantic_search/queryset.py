@@ -68,24 +68,32 @@ class Reranking:
 
 def _rerank(state: SearchState, search: SQL, top_n: int, connection, using: str
             ) -> dict[str, float]:
-    """The cross-encoder's score of each of the fused statement's first ``top_n`` objects
-    (empty when there is no reranker to use)."""
+    """The order key of each of the fused statement's first ``top_n`` objects: the
+    cross-encoder's score blended with the fused one (reranking.blend; empty when there is no
+    reranker to use)."""
     first = compose(
-        "SELECT object_id FROM ({search}) s ORDER BY score DESC, object_id LIMIT {top_n}",
+        "SELECT object_id, score FROM ({search}) s ORDER BY score DESC, object_id"
+        " LIMIT {top_n}",
         search=search, top_n=top_n,
     )
     with connection.cursor() as cursor:
         cursor.execute(first.sql, first.params)
-        ids = [row[0] for row in cursor.fetchall()]
+        fused = dict(cursor.fetchall())
+    ids = list(fused)
     model = state.base.model
     pk = model._meta.pk
     objects = model._base_manager.using(using).in_bulk([pk.to_python(i) for i in ids])
     by_text = {str(key): obj for key, obj in objects.items()}
     kept = [i for i in ids if i in by_text]
     registration = get_registration(model)
+    settings = reranking.options()
     scores = reranking.scores(state.query, [registration.document(by_text[i]).text
-                                            for i in kept])
-    return {} if scores is None else dict(zip(kept, scores, strict=True))
+                                            for i in kept], settings)
+    if scores is None:
+        return {}
+    blended = reranking.blend([fused[i] for i in kept], scores,
+                              reranking.blend_weight(settings))
+    return dict(zip(kept, blended, strict=True))
 
 
 @dataclass(frozen=True)

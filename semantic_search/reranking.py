@@ -8,16 +8,25 @@ registration names), scored against the query by the cross-encoder in batches, a
 statement orders those objects by that score ahead of the rest (which keep the fused order).
 The results stay a queryset of the model: slicing, pagination, ``values()``.
 
+The top ``TOP_N`` are ordered by a blend of the two stages, ``(1 - BLEND) x fused + BLEND x
+cross-encoder``, each min-max scaled over those objects (``search_rerank_score``). A reranker
+trained by the command carries the weight that did best on its held-out queries (0 when it
+never beat the fused order there: a weak reranker cannot make results worse than the first
+stage on the data it was checked on); ``BLEND`` in the setting overrides it; other
+cross-encoders get 1 (their order alone).
+
 A reranker that cannot be loaded or fails to score logs a warning and leaves the fused order
 (and is not tried again for ``RETRY_SECONDS``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -26,7 +35,11 @@ from . import conf
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS = {"TOP_N": 20, "BATCH_SIZE": 16, "MAX_LENGTH": 256, "LOCAL_FILES_ONLY": False}
+DEFAULTS = {"TOP_N": 20, "BATCH_SIZE": 16, "MAX_LENGTH": 256, "LOCAL_FILES_ONLY": False,
+            "BLEND": None}
+# The file the fine-tuning command (training.py) writes into a trained model's folder; a
+# reranker's holds the blend weight its held-out queries chose.
+MARKER = "semantic_search.json"
 RETRY_SECONDS = 60.0
 # Characters of a document's text given to the cross-encoder (its MAX_LENGTH tokens cut it).
 MAX_CHARS = 4000
@@ -47,7 +60,39 @@ def options() -> dict[str, Any]:
     merged = {**DEFAULTS, **configured}
     if not isinstance(merged["TOP_N"], int) or not 1 <= merged["TOP_N"] <= 1000:
         raise ImproperlyConfigured("SEMANTIC_SEARCH['RERANKER']['TOP_N'] must be 1-1000")
+    blend_weight = merged["BLEND"]
+    if blend_weight is not None and (
+        isinstance(blend_weight, bool) or not isinstance(blend_weight, int | float)
+        or not 0 <= blend_weight <= 1
+    ):
+        raise ImproperlyConfigured("SEMANTIC_SEARCH['RERANKER']['BLEND'] must be a number in "
+                                   "[0, 1] or None (the trained weight)")
     return merged
+
+
+def blend(fused: Sequence[float], reranked: Sequence[float], weight: float) -> list[float]:
+    """``(1 - weight) x fused + weight x reranked``, each min-max scaled over the objects
+    given (a stage whose scores are all equal adds nothing)."""
+
+    def scaled(values: Sequence[float]) -> list[float]:
+        low, high = min(values, default=0.0), max(values, default=0.0)
+        return [(v - low) / (high - low) if high > low else 0.0 for v in values]
+
+    return [(1 - weight) * f + weight * r
+            for f, r in zip(scaled(fused), scaled(reranked), strict=True)]
+
+
+def blend_weight(settings: dict[str, Any]) -> float:
+    """The setting's ``BLEND``, else the weight a trained reranker's folder carries, else 1."""
+    if settings["BLEND"] is not None:
+        return float(settings["BLEND"])
+    from .embedders import resolve_model
+
+    marker = Path(resolve_model(str(settings["MODEL"]))) / MARKER
+    try:
+        return float(json.loads(marker.read_text(encoding="utf-8"))["blend"])
+    except (OSError, ValueError, KeyError, TypeError):  # not ours, or trained before blends
+        return 1.0
 
 
 def _load(settings: dict[str, Any]):
@@ -81,10 +126,11 @@ def get_reranker(settings: dict[str, Any]):
     return model
 
 
-def scores(query: str, texts: Sequence[str]) -> list[float] | None:
+def scores(query: str, texts: Sequence[str], settings: dict[str, Any] | None = None
+           ) -> list[float] | None:
     """The cross-encoder's score of each (query, text), or None when there is no reranker to
     use (a warning says why)."""
-    settings = options()
+    settings = settings or options()
     model = get_reranker(settings)
     if model is None or not texts:
         return None

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .beir import Qrels, ndcg_at
+from .reranking import MARKER  # written into every trained folder: a new version
 
-MARKER = "semantic_search.json"  # written into every trained folder: a new version
 # A reranker's relevance head starts from random weights: it learns at this rate (the encoder
 # under it at the options' rate).
 HEAD_LEARNING_RATE = 1e-3
@@ -369,6 +369,43 @@ def train_reranker(
     return len(planned), seconds
 
 
+# Blend weights of the cross-encoder tried on the held-out queries (reranking.blend).
+BLEND_GRID = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+@dataclass(frozen=True)
+class RerankedQuery:
+    """A held-out query's first stage (ids in fused order, fused scores), the cross-encoder's
+    scores of the same objects, and the ids judged relevant."""
+
+    ids: tuple[str, ...]
+    fused: tuple[float, ...]
+    reranked: tuple[float, ...]
+    relevant: frozenset[str]
+
+
+def blend_ndcg(queries: Sequence[RerankedQuery], weight: float) -> float:
+    """Mean nDCG@10 of the queries' objects ordered by the blend at ``weight``."""
+    from .reranking import blend
+
+    total = 0.0
+    for query in queries:
+        keys = blend(query.fused, query.reranked, weight)
+        order = sorted(range(len(query.ids)), key=lambda i: (-keys[i], i))
+        total += ndcg_at([query.ids[i] for i in order], dict.fromkeys(query.relevant, 1), 10)
+    return total / len(queries) if queries else math.nan
+
+
+def choose_blend(queries: Sequence[RerankedQuery]) -> tuple[float, dict[float, float]]:
+    """The grid weight with the best held-out nDCG@10 (the smallest of equals: the first
+    stage is trusted unless the reranker beats it), and every weight's nDCG@10."""
+    scores = {weight: blend_ndcg(queries, weight) for weight in BLEND_GRID}
+    if not queries:
+        return 1.0, scores
+    best = max(scores.values())
+    return min(w for w, value in scores.items() if value >= best - 1e-12), scores
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory (Linux: ru_maxrss in kB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -385,22 +422,27 @@ def embedder_ndcg(
 ) -> float:
     """nDCG@10 of the held-out anchors against ``documents`` by the model alone (exact
     cosine over all documents)."""
-    if not held_out:
+    queries = held_out_queries(held_out)
+    if not queries:
         return math.nan
-    relevant: dict[str, dict[str, int]] = {}
-    anchors: dict[str, str] = {}
-    for example in held_out:
-        relevant.setdefault(example.query_id, {})[example.positive_id] = 1
-        anchors[example.query_id] = example.anchor
     ids = sorted(documents)
     matrix = encode_documents([documents[i] for i in ids])
-    query_ids = sorted(anchors)
-    scores = encode_queries([anchors[q] for q in query_ids]) @ matrix.T
+    scores = encode_queries([anchor for _, anchor, _ in queries]) @ matrix.T
     total = 0.0
-    for row, query_id in zip(scores, query_ids, strict=True):
+    for row, (_, _, relevant) in zip(scores, queries, strict=True):
         top = [ids[i] for i in np.argsort(-row)[:10]]
-        total += ndcg_at(top, relevant[query_id], 10)
-    return total / len(query_ids)
+        total += ndcg_at(top, dict.fromkeys(relevant, 1), 10)
+    return total / len(queries)
+
+
+def held_out_queries(held_out: Sequence[Example]) -> list[tuple[str, str, frozenset[str]]]:
+    """``(query id, anchor, relevant ids)`` of each held-out query, by query id."""
+    relevant: dict[str, set[str]] = {}
+    anchors: dict[str, str] = {}
+    for example in held_out:
+        relevant.setdefault(example.query_id, set()).add(example.positive_id)
+        anchors[example.query_id] = example.anchor
+    return [(q, anchors[q], frozenset(relevant[q])) for q in sorted(anchors)]
 
 
 def report_json(report: TrainingReport) -> str:

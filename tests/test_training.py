@@ -153,6 +153,43 @@ def test_a_trained_reranker_orders_a_known_pair_first_and_keeps_a_queryset(
     first_page = [a.pk for a in searched[:3]]
     assert first_page == [a.pk for a in list(searched)[:3]]  # slicing keeps the reranked order
 
+    # The command measures the blend on held-out queries and writes it beside the model; a
+    # search reads it (here: two trained questions, where the reranker alone is right).
+    from semantic_search.management.commands.semantic_search_finetune import Command
+
+    documents = {str(book.pk): f"{book.title}\n{book.body}" for book in books}
+    held_out = [training.Example(f"q{i}", QUESTIONS[i], key, documents[key])
+                for i, key in ((2, str(books[2].pk)), (5, str(books[5].pk)))]
+    Command()._choose_blend(output, held_out, documents, Article.objects.all(), "pk")
+    marker = json.loads((output / training.MARKER).read_text())
+    assert marker["held_out_queries"] == 2 and set(marker["held_out_ndcg"]) == {
+        str(w) for w in training.BLEND_GRID}
+    assert marker["held_out_ndcg"][str(marker["blend"])] == max(marker["held_out_ndcg"].values())
+    reranking.forget()
+    assert reranking.blend_weight(reranking.options()) == marker["blend"]
+    # BLEND 0 in the setting: the reranked top N keeps the fused order.
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH,
+                                "RERANKER": {"MODEL": str(output), "TOP_N": 5, "BLEND": 0}}
+    for question in QUESTIONS[:4]:
+        fused = [a.pk for a in Article.objects.semantic_search(question, floor=False)[:5]]
+        assert [a.pk for a in Article.objects.semantic_search(
+            question, rerank=True, floor=False)[:5]] == fused
+
+
+def test_the_blend_trusts_the_first_stage_unless_the_reranker_beats_it_on_held_out_queries():
+    from semantic_search import reranking
+
+    assert reranking.blend([3.0, 2.0, 1.0], [0.0, 5.0, 10.0], 0.5) == [0.5, 0.5, 0.5]
+    assert reranking.blend([1.0, 1.0], [0.0, 2.0], 0.0) == [0.0, 0.0]  # no spread, no say
+    ids, fused = ("a", "b", "c"), (3.0, 2.0, 1.0)
+    wrong = training.RerankedQuery(ids, fused, (0.0, 1.0, 2.0), frozenset({"a"}))
+    weight, scores = training.choose_blend([wrong])
+    assert weight == 0.0 and scores[0.0] == 1.0 and scores[1.0] < 1.0
+    right = training.RerankedQuery(ids, fused, (0.0, 1.0, 2.0), frozenset({"c"}))
+    weight, scores = training.choose_blend([right])
+    assert weight > 0.5 and scores[weight] == 1.0 > scores[0.0]
+    assert training.choose_blend([])[0] == 1.0
+
 
 def test_a_reranker_that_cannot_load_keeps_the_fused_order(books, settings, caplog):
     from semantic_search import reranking

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
-from semantic_search import training
+from semantic_search import conf, training
 from semantic_search.beir import EvaluationInputError, read_qrels, read_queries
 from semantic_search.embedders import SentenceTransformerEmbedder, get_embedder
 from semantic_search.registry import NotRegistered, get_registration
@@ -95,6 +96,8 @@ class Command(BaseCommand):
                                              settings.seed)
         if options["reranker"]:
             self._train_reranker(embedder, train, settings, output, options)
+            if not options["dry_run"]:
+                self._choose_blend(output, held_out, documents, queryset, id_field)
             return
         prefixes = (embedder.query_prefix, embedder.passage_prefix)
         seconds, steps = training.estimate_seconds(embedder.path, prefixes, train, settings)
@@ -152,6 +155,43 @@ class Command(BaseCommand):
             f"trained in {seconds / 60:.1f} min ({steps} steps), peak memory "
             f"{training.peak_rss_mb():.0f} MB\nset SEMANTIC_SEARCH['RERANKER'] = "
             f"{{'MODEL': {str(output)!r}}} and search with rerank=True"
+        )
+
+    def _choose_blend(self, output, held_out, documents, queryset, id_field) -> None:
+        """Score the held-out queries' first stage with the trained reranker, and write the
+        blend weight that ranks them best into the folder's marker (reranking.blend)."""
+        from sentence_transformers import CrossEncoder
+
+        from semantic_search import reranking
+
+        marker_path = output / training.MARKER
+        marker = json.loads(marker_path.read_text(encoding="utf-8"))
+        top_n = int((conf.get("RERANKER") or {}).get("TOP_N", reranking.DEFAULTS["TOP_N"]))
+        model = CrossEncoder(str(output), device="cpu", local_files_only=True)
+        queries = []
+        for _, anchor, relevant in training.held_out_queries(held_out):
+            hits = list(queryset.semantic_search(anchor).values_list(id_field, "search_score")
+                        [:top_n])
+            ids = [str(key) for key, _ in hits]
+            texts = [documents.get(key, "")[: reranking.MAX_CHARS] for key in ids]
+            scores = model.predict([(anchor, text) for text in texts], show_progress_bar=False,
+                                   convert_to_numpy=True) if ids else []
+            queries.append(training.RerankedQuery(
+                tuple(ids), tuple(float(score) for _, score in hits),
+                tuple(float(score) for score in scores), relevant,
+            ))
+        weight, by_weight = training.choose_blend(queries)
+        marker.update(blend=weight, held_out_ndcg=by_weight, held_out_queries=len(queries))
+        marker_path.write_text(json.dumps(marker, indent=2, default=str) + "\n",
+                               encoding="utf-8")
+        if not queries:
+            self.stdout.write("no held-out queries: the reranker's order is used alone "
+                              "(blend 1.0)")
+            return
+        self.stdout.write(
+            f"held-out nDCG@10 over the first {top_n} of {len(queries)} queries: fused "
+            f"{by_weight[0.0]:.4f}, reranker alone {by_weight[1.0]:.4f}, chosen blend "
+            f"{weight} -> {by_weight[weight]:.4f} (written to {marker_path.name})"
         )
 
     def _embedder(self, name: str) -> SentenceTransformerEmbedder:
