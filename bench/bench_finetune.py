@@ -13,8 +13,9 @@ search (hybrid, routed, floor on) through the evaluation module:
 - (b) no labels: ``semantic_search_finetune english --fields title:text`` over the corpus alone
   (each abstract's title -> its text; in-batch negatives; ``--max-pairs`` of them, 128 tokens);
 - (c) reranking: ``semantic_search_finetune english --reranker`` on the judged training claims
-  (a cross-encoder on all-MiniLM-L6-v2's weights), then the default with ``rerank=True``, the
-  first 20 and 50 reranked.
+  (a cross-encoder on all-MiniLM-L6-v2's weights; ``--reranker-held-out`` of those claims kept
+  aside to choose the blend with the fused order), then the default with ``rerank=True``, the
+  first 20 and 50 reranked, at the chosen blend and by the cross-encoder alone (blend 1).
 
 Each side points the ``english`` embedder at its model folder and lets the evaluation re-embed
 the corpus (the index moves to the new version, versions.py). Runs on a copy of
@@ -43,11 +44,17 @@ TEMPLATE = "bench_quality_scifact"
 
 
 def copy_database() -> None:
+    """A fresh ``bench_finetune``: a copy of the quality bench's indexed SciFact database, or
+    empty when there is none (the first measurement then indexes the corpus)."""
     urls = quality.service_urls()
     with psycopg.connect(quality.with_database(urls["DATABASE_URL"], "postgres"),
                          autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{DATABASE}"')
-        connection.execute(f'CREATE DATABASE "{DATABASE}" TEMPLATE "{TEMPLATE}"')
+        if connection.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                              [TEMPLATE]).fetchone():
+            connection.execute(f'CREATE DATABASE "{DATABASE}" TEMPLATE "{TEMPLATE}"')
+        else:
+            print(f"no {TEMPLATE}: the corpus is indexed first", flush=True)
 
 
 def split_claims(qrels_path: Path, share: float, seed: int, work: Path) -> tuple[Path, Path]:
@@ -107,22 +114,24 @@ def measure(label: str, corpus: Path, queries: Path, qrels: Path,
     return rows
 
 
-def use_reranker(folder: str) -> None:
+def use_reranker(folder: str, blend: float | None = None) -> None:
+    """Rerank with the cross-encoder in ``folder``, at ``blend`` (None: the folder's own)."""
     from django.conf import settings
 
     from semantic_search import reranking
 
-    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "RERANKER": {"MODEL": folder}}
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH,
+                                "RERANKER": {"MODEL": folder, "BLEND": blend}}
     reranking.forget()
 
 
-def finetune(output: Path, key: str, *arguments: str) -> dict:
+def finetune(output: Path, key: str, *arguments: str, held_out: float = 0.0) -> dict:
     from django.core.management import call_command
 
     started = time.perf_counter()
     call_command("semantic_search_finetune", "english", "--model",
                  "semantic_search_evaluation.EvaluationDocument", "--filter", f"corpus={key}",
-                 "--id-field", "doc_id", "--output", str(output), "--held-out", "0",
+                 "--id-field", "doc_id", "--output", str(output), "--held-out", str(held_out),
                  "--no-progress", *arguments)
     report = output / "training-report.json"
     if report.exists():
@@ -147,6 +156,9 @@ def main() -> int:
     parser.add_argument("--max-pairs", type=int, default=1000, help="(b): pairs sampled")
     parser.add_argument("--rerank-top", type=int, nargs="+", default=[20, 50],
                         help="(c): how many first results to rerank")
+    parser.add_argument("--reranker-held-out", type=float, default=0.2,
+                        help="(c): share of the training claims the command keeps to choose "
+                             "the blend (never the test claims)")
     args = parser.parse_args()
     started = time.perf_counter()
     copy_database()
@@ -173,12 +185,20 @@ def main() -> int:
             rows += measure("(a) fine-tuned on judged claims", corpus, queries, test_qrels)
             use_model(None)
         if "c" in steps:
-            reports["c"] = finetune(work / "reranker", key, "--queries", str(queries),
-                                    "--qrels", str(train_qrels), "--reranker", *epochs)
-            use_reranker(str(work / "reranker"))
-            prepare = measure("before (packaged all-MiniLM-L6-v2)", corpus, queries,
-                              test_qrels, tuple(args.rerank_top))
-            rows += prepare[1:]
+            folder = work / "reranker"
+            reports["c"] = finetune(folder, key, "--queries", str(queries),
+                                    "--qrels", str(train_qrels), "--reranker", *epochs,
+                                    held_out=args.reranker_held_out)
+            marker = json.loads((folder / "semantic_search.json").read_text())
+            chosen = marker.get("blend", 1.0)
+            reports["c"]["blend"] = (f"blend {chosen} chosen on {marker.get('held_out_queries', 0)}"
+                                     f" validation claims: {marker.get('held_out_ndcg')}")
+            for blend in dict.fromkeys([chosen, 1.0]):
+                use_reranker(str(folder), blend)
+                measured = measure("before (packaged all-MiniLM-L6-v2)", corpus, queries,
+                                   test_qrels, tuple(args.rerank_top))
+                rows += [{**row, "label": f"{row['label']} (blend {blend})"}
+                         for row in measured[1:]]
         if "b" in steps:
             reports["b"] = finetune(work / "fields", key, "--fields", "title:text",
                                     "--hard-negatives", "0", "--max-pairs", str(args.max_pairs),
@@ -201,6 +221,8 @@ def main() -> int:
     for name, report in reports.items():
         lines.append(f"| ({name}) | {report['examples']} | {report['steps']} | "
                      f"{report['seconds'] / 60:.1f} | {report['peak_rss_mb']:.0f} MB |")
+    lines += [f"({name}) {report['blend']}" for name, report in reports.items()
+              if "blend" in report]
     lines += ["", f"{time.perf_counter() - started:.0f} s"]
     quality.save_report(args.out, "finetune.txt", lines)
     return 0
