@@ -1,4 +1,4 @@
-"""Short queries' language from the index (evidence.py) against langdetect alone, and what it
+"""Short queries' language from the index (evidence.py) against the detectors alone, and what it
 does to retrieval, on XQuAD's Latin-script languages (en, de, es), in one run.
 
     eval $(.venv/bin/python -m example_project.services env)
@@ -7,13 +7,15 @@ does to retrieval, on XQuAD's Latin-script languages (en, de, es), in one run.
 Development set: from each language's 1,190 questions, the first content word (a word of four
 or more letters that is not one of the language's stop words), the first two content words, and
 the whole question (a sentence); from each of its 240 paragraphs, one content word drawn at
-random (seed 0). The index is bench_quality_xquad's (its EvaluationDocument corpora: XQuAD's
-paragraphs in six languages), so the site's Latin-script candidates are en, de and es.
-Detection: the default route (SHORT_QUERY_EVIDENCE on) and langdetect alone (its best
-language among the candidates if its probability reaches LANGUAGE_CONFIDENCE).
-Retrieval: the questions cut to their first two content words, against the paragraphs in their
-language, default route with SHORT_QUERY_EVIDENCE on and off. Writes
-bench/results/short-queries.txt.
+random (seed 0). The index: bench_quality_xquad's EvaluationDocument corpora, XQuAD's en, de
+and es paragraphs (indexed first when missing), so the site's Latin-script candidates are en, de
+and es. Detection, four methods: the index's evidence with lingua's and with langdetect's
+probabilities as the second opinion (evidence.py, SHORT_QUERY_DETECTOR), and each detector
+alone (its best language among the candidates if its probability reaches LANGUAGE_CONFIDENCE);
+over all items and over the odd-numbered ones (evidence.OPINIONS["lingua"] was tuned on the
+even-numbered). Retrieval: the questions cut to their first two content words, and whole,
+against the paragraphs in their language, default route with the evidence off, with langdetect
+and with lingua. Writes bench/results/short-queries.txt.
 """
 
 from __future__ import annotations
@@ -81,34 +83,83 @@ def langdetect_alone(text: str, candidates: tuple[str, ...], threshold: float) -
     return language if probability >= threshold and language in candidates else None
 
 
+def lingua_alone(text: str, candidates: tuple[str, ...], threshold: float) -> str | None:
+    from semantic_search.languages import second_opinion
+
+    probabilities = second_opinion(text, frozenset(candidates), "lingua")
+    if not probabilities:
+        return None
+    language, probability = max(probabilities.items(), key=lambda item: item[1])
+    return language if probability >= threshold else None
+
+
+# Index evidence with each detector as its second opinion (SHORT_QUERY_DETECTOR), then each
+# detector alone (its best language when its probability reaches LANGUAGE_CONFIDENCE).
+METHODS = ("index + lingua (default with the lingua extra)",
+           "index + langdetect (default without it)", "lingua alone", "langdetect alone")
+
+
 def detection_rows(items, content_type_id: int) -> list[str]:
+    """Per kind of item and method: decided correctly / wrong / unsure, over all items and
+    over the odd-numbered ones (the evidence's weights were tuned on the even-numbered)."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
     from semantic_search import conf
     from semantic_search.queryset import _index_evidence, indexed_languages
-    from semantic_search.routing import route
+    from semantic_search.routing import query_languages, route
 
-    evidence = _index_evidence(content_type_id, "default")
     threshold = float(conf.get("LANGUAGE_CONFIDENCE"))
     indexed = indexed_languages(content_type_id, "default")
-    tallies: dict[tuple[str, str], list[int]] = {}
+    evidence = {}
+    for detector in ("lingua", "langdetect"):
+        options = {**settings.SEMANTIC_SEARCH, "SHORT_QUERY_DETECTOR": detector}
+        with override_settings(SEMANTIC_SEARCH=options):
+            evidence[detector] = _index_evidence(content_type_id, "default")
+    tallies: dict[tuple[str, str, str], list[int]] = {}
     started = time.perf_counter()
-    for kind, language, text in items:
-        detected = route(text, indexed_languages=indexed, evidence=evidence).language
-        alone = langdetect_alone(text, LANGUAGES, threshold)
-        for method, answer in (("default", detected), ("langdetect alone", alone)):
-            tally = tallies.setdefault((kind, method), [0, 0, 0])
-            tally[0] += 1
-            tally[1] += answer == language
-            tally[2] += answer is not None and answer != language
+    for number, (kind, language, text) in enumerate(items):
+        answers = []
+        for detector in ("lingua", "langdetect"):
+            query_languages.clear()
+            answers.append(route(text, indexed_languages=indexed,
+                                 evidence=evidence[detector]).language)
+        answers += [lingua_alone(text, LANGUAGES, threshold),
+                    langdetect_alone(text, LANGUAGES, threshold)]
+        for method, answer in zip(METHODS, answers, strict=True):
+            for part in ("all", "odd") if number % 2 else ("all",):
+                tally = tallies.setdefault((part, kind, method), [0, 0, 0])
+                tally[0] += 1
+                tally[1] += answer == language
+                tally[2] += answer is not None and answer != language
     ms = 1000 * (time.perf_counter() - started) / len(items)
-    rows = ["| kind | method | items | decided correctly | wrong | unsure | precision |",
-            "|---|---|---|---|---|---|---|"]
-    for (kind, method), (count, right, wrong) in tallies.items():
+    rows = ["| items | kind | method | count | decided correctly | wrong | unsure | precision |",
+            "|---|---|---|---|---|---|---|---|"]
+    for (part, kind, method), (count, right, wrong) in sorted(
+        tallies.items(), key=lambda item: (item[0][0], item[0][1], METHODS.index(item[0][2]))
+    ):
         decided = right + wrong
-        rows.append(f"| {kind} | {method} | {count} | {right / count:.3f} | {wrong / count:.3f}"
-                    f" | {(count - decided) / count:.3f} | "
+        rows.append(f"| {part} | {kind} | {method} | {count} | {right / count:.3f} | "
+                    f"{wrong / count:.3f} | {(count - decided) / count:.3f} | "
                     f"{right / decided if decided else float('nan'):.4f} |")
-    rows.append(f"\n{ms:.1f} ms per item (both methods)")
+    rows.append(f"\n{ms:.1f} ms per item (all four methods)")
     return rows
+
+
+def index_paragraphs(data: Path, work: Path) -> dict[str, Path]:
+    """Each Latin-script language's XQuAD paragraphs as an evaluation corpus, indexed (the
+    evaluation reuses what is already there)."""
+    from semantic_search.contrib.evaluation import evaluate as evaluation
+
+    corpora = {}
+    for language in LANGUAGES:
+        paragraphs, _ = quality.load_xquad(data / "xquad" / f"xquad.{language}.json")
+        corpora[language] = quality.write_jsonl(
+            work / f"corpus-{language}.jsonl",
+            [{"_id": pid, "title": "", "text": text, "language": language}
+             for pid, text in paragraphs.items()])
+        evaluation.prepare_corpus(corpora[language], progress=False)
+    return corpora
 
 
 def retrieval_rows(data: Path, work: Path, limit: int | None) -> list[str]:
@@ -123,14 +174,15 @@ def retrieval_rows(data: Path, work: Path, limit: int | None) -> list[str]:
             for lang in quality.XQUAD_LANGUAGES}
     pairs = [(q, pid) for q, _, pid in sets["en"][1]]
     qrels_path = quality.write_qrels(work / "qrels.tsv", pairs)
-    rows = ["| queries | language | count | nDCG@10 evidence off -> on | Recall@10 off -> on"
-            " | routed to the language, off -> on |", "|---|---|---|---|---|---|"]
+    sides = {"off": {"SHORT_QUERY_EVIDENCE": 0},
+             "langdetect": {"SHORT_QUERY_EVIDENCE": "auto", "SHORT_QUERY_DETECTOR": "langdetect"},
+             "lingua": {"SHORT_QUERY_EVIDENCE": "auto", "SHORT_QUERY_DETECTOR": "lingua"}}
+    rows = ["| queries | language | count | nDCG@10 evidence off / + langdetect / + lingua | "
+            "Recall@10 | routed to the language |", "|---|---|---|---|---|---|"]
+    corpora = index_paragraphs(data, work)
     for language in LANGUAGES:
-        paragraphs, questions = sets[language]
-        corpus = quality.write_jsonl(
-            work / f"corpus-{language}.jsonl",
-            [{"_id": pid, "title": "", "text": text, "language": language}
-             for pid, text in paragraphs.items()])
+        _, questions = sets[language]
+        corpus = corpora[language]
         with connection.cursor() as cursor:
             cut = [(q, " ".join(content_words(text, search_config(language), cursor)[:2]))
                    for q, text, _ in questions]
@@ -143,18 +195,23 @@ def retrieval_rows(data: Path, work: Path, limit: int | None) -> list[str]:
                                           [{"_id": q, "text": text} for q, text in texts if text])
             judged = evaluation.judged_queries(evaluation.read_queries(queries), qrels, limit)
             scores, routed = {}, {}
-            for on in (False, True):
-                options = {**settings.SEMANTIC_SEARCH, "SHORT_QUERY_EVIDENCE": 0.95 if on else 0}
+            for side, changes in sides.items():
+                options = {**settings.SEMANTIC_SEARCH, **changes}
                 with override_settings(SEMANTIC_SEARCH=options):
                     result = evaluation.run_evaluation(
                         prepared, judged, qrels, evaluation.SearchOptions("hybrid"), cold=False,
                         progress=False)
-                    routed[on] = route_share(judged, language)
-                scores[on] = result.scores
+                    routed[side] = route_share(judged, language)
+                scores[side] = result.scores
+
+            def cells(values) -> str:
+                return " / ".join(f"{values[side]:.4f}" for side in sides)
+
             rows.append(
-                f"| {variant} | {language} | {len(judged)} | {scores[False]['ndcg@10']:.4f} -> "
-                f"{scores[True]['ndcg@10']:.4f} | {scores[False]['recall@10']:.4f} -> "
-                f"{scores[True]['recall@10']:.4f} | {routed[False]:.3f} -> {routed[True]:.3f} |")
+                f"| {variant} | {language} | {len(judged)} | "
+                f"{cells({k: v['ndcg@10'] for k, v in scores.items()})} | "
+                f"{cells({k: v['recall@10'] for k, v in scores.items()})} | "
+                f"{' / '.join(f'{routed[side]:.3f}' for side in sides)} |")
             print(rows[-1], flush=True)
     return rows
 
@@ -187,14 +244,17 @@ def main() -> int:
 
     head = quality.header("xquad", "bench_quality_xquad", [Path(sys.executable).name, *sys.argv])
     content_type = ContentType.objects.get_for_model(EvaluationDocument)
+    with tempfile.TemporaryDirectory(prefix="bench-short-") as work:
+        index_paragraphs(args.data, Path(work))  # a fresh database gets its index first
     items = development_set(args.data)
     lines = [*head, "", "Language of short queries (XQuAD en/de/es questions and paragraphs):", "",
              *detection_rows(items, content_type.id)]
     print("\n".join(lines), flush=True)
     if not args.skip_retrieval:
         with tempfile.TemporaryDirectory(prefix="bench-short-") as work:
-            lines += ["", "Retrieval, default route, SHORT_QUERY_EVIDENCE off (langdetect alone)"
-                      " and on, questions against the paragraphs in their language:", "",
+            lines += ["", "Retrieval, default route, the index's evidence off (langdetect alone),"
+                      " with langdetect's and with lingua's second opinion, questions against"
+                      " the paragraphs in their language:", "",
                       *retrieval_rows(args.data, Path(work), args.limit_queries)]
     lines.append(f"\n{time.perf_counter() - started:.0f} s")
     quality.save_report(args.out, "short-queries.txt", lines)

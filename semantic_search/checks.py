@@ -16,6 +16,7 @@ from django.db.models import CharField
 from . import conf
 from .embedders import PACKAGED_MODELS, get_embedder
 from .indexes import index_kind, rescore_factor
+from .languages import lingua_installed
 
 ID = "semantic_search.{}"
 
@@ -36,6 +37,28 @@ def check_settings(app_configs=None, **kwargs) -> list:
                 f"SEMANTIC_SEARCH[{key!r}] is {conf.get(key)!r}.",
                 hint=f"Use one of {allowed}.", id=ID.format("E001"),
             ))
+    detector = conf.get("SHORT_QUERY_DETECTOR")
+    if detector not in ("auto", "lingua", "langdetect"):
+        errors.append(Error(
+            f"SEMANTIC_SEARCH['SHORT_QUERY_DETECTOR'] is {detector!r}.",
+            hint="Use one of ('auto', 'lingua', 'langdetect').", id=ID.format("E001"),
+        ))
+    elif detector == "lingua" and not lingua_installed():
+        errors.append(Error(
+            "SEMANTIC_SEARCH['SHORT_QUERY_DETECTOR'] is 'lingua', which is not installed.",
+            hint="pip install 'django-semantic-pgsearch[lingua]' (or 'lingua-language-detector"
+                 "'), or use 'auto'.", id=ID.format("E003"),
+        ))
+    evidence = conf.get("SHORT_QUERY_EVIDENCE")
+    if evidence not in (None, "auto") and (
+        isinstance(evidence, bool) or not isinstance(evidence, int | float)
+        or not 0 <= evidence <= 1
+    ):
+        errors.append(Error(
+            f"SEMANTIC_SEARCH['SHORT_QUERY_EVIDENCE'] is {evidence!r}.",
+            hint='"auto", a posterior in [0, 1], or 0 / None to switch the evidence off.',
+            id=ID.format("E004"),
+        ))
     languages = conf.get("LANGUAGES")
     if not isinstance(languages, list | tuple) or not languages:
         errors.append(Error(

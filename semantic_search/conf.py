@@ -86,10 +86,14 @@ DEFAULTS: dict[str, Any] = {
     "SAME_LANGUAGE_FIRST": False,
     "QUERY_CACHE_SIZE": 1024,
     # When the script leaves several languages, a query takes the language whose indexed
-    # documents best explain its first words (langdetect a weak second opinion) if that
-    # language's posterior reaches this, else it is unsure (evidence.py; 0 or None: langdetect
+    # documents best explain its first words (a detector's probabilities the second opinion)
+    # if that language's posterior reaches this, else it is unsure (evidence.py; "auto": the
+    # threshold measured for the detector, 0.95 langdetect / 0.9 lingua; 0 or None: langdetect
     # alone decides, and queries under three words stay unsure).
-    "SHORT_QUERY_EVIDENCE": 0.95,
+    "SHORT_QUERY_EVIDENCE": "auto",
+    # The second opinion on short queries: "lingua" (pip install 'django-semantic-pgsearch
+    # [lingua]': built for short text), "langdetect", or "auto" (lingua when installed).
+    "SHORT_QUERY_DETECTOR": "auto",
     # Characters of a result's snippet (search_highlight): its best sentence and neighbours.
     "SNIPPET_CHARS": 300,
     # Which sentences snippets also score by meaning (encoding them: ~20-50 ms each on a CPU):

@@ -5,11 +5,16 @@ langdetect is right about one or two words only half the time, and overconfident
 candidate language, how many of its documents contain each query word (read with that
 language's text search configuration, so "Photosynthese" is looked up as German and English
 lexemes), and whether the word is one of the language's stop words. The word's probability in
-a language is its smoothed document frequency there; the languages' likelihoods, with
-langdetect's probabilities as a weak, floored second opinion, give a posterior, and a language
-is chosen only when it reaches the threshold (SHORT_QUERY_EVIDENCE). Words no indexed document
-contains, in any language, carry no evidence (a name, a typo): without one, the query stays
-unsure whatever langdetect says.
+a language is its smoothed document frequency there; the languages' likelihoods, with a
+detector's probabilities as a floored second opinion, give a posterior, and a language is
+chosen only when it reaches the threshold (SHORT_QUERY_EVIDENCE).
+
+The second opinion (SHORT_QUERY_DETECTOR) is lingua when installed (the ``lingua`` extra; a
+detector built for short text), else langdetect. Each has its own weight and threshold,
+measured on bench/bench_short_queries.py's development set (tuned on half of its items, checked
+on the other half). Words no indexed document contains, in any language, carry no evidence (a
+name, a typo): the query then stays unsure unless lingua alone is sure (``alone``); langdetect
+alone is never enough.
 """
 
 from __future__ import annotations
@@ -17,20 +22,38 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from django.db import connections
 
-from .languages import SEARCH_CONFIGS, Detection, _langdetect_probabilities
+from .languages import SEARCH_CONFIGS, Detection, second_opinion
 
 # The probability of a language's stop word in one of its documents (stop words are not
 # indexed, and most documents hold the common ones).
 STOP_WORD_SHARE = 0.5
 # Additive smoothing of document frequencies (a word seen in no document of a language).
 SMOOTHING = 0.1
-# langdetect's probabilities count with this exponent, floored: alone they never reach the
-# threshold, however sure langdetect is (tuned on bench/bench_short_queries.py's set).
-LANGDETECT_WEIGHT = 0.3
-LANGDETECT_FLOOR = 0.01
+
+
+@dataclass(frozen=True)
+class Opinion:
+    """How a detector's probabilities count: with exponent ``weight``, floored at ``floor``; the
+    posterior a language needs (``threshold``, SHORT_QUERY_EVIDENCE "auto"); and the
+    probability at which the detector decides alone when no word carries evidence (None:
+    never)."""
+
+    detector: str
+    weight: float
+    floor: float
+    threshold: float
+    alone: float | None
+
+
+OPINIONS = {
+    # langdetect is overconfident on a word or two: a weak opinion, never alone.
+    "langdetect": Opinion("langdetect", weight=0.3, floor=0.01, threshold=0.95, alone=None),
+    "lingua": Opinion("lingua", weight=0.5, floor=0.01, threshold=0.9, alone=0.8),
+}
 _WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
 
 _FREQUENCIES = """
@@ -56,14 +79,17 @@ def query_words(text: str, limit: int = 4) -> list[str]:
 def decide(
     documents: dict[str, int],
     frequencies: dict[str, Sequence[int | None]],
-    threshold: float,
-    langdetect: dict[str, float] | None = None,
+    threshold: float | None = None,
+    probabilities: dict[str, float] | None = None,
+    opinion: Opinion = OPINIONS["langdetect"],
 ) -> Detection | None:
     """The language whose documents best explain the words, if its posterior reaches
-    ``threshold``. ``documents``: indexed documents per language; ``frequencies``: per language,
-    the number of its documents holding each word (None: a stop word of the language);
-    ``langdetect``: its probabilities, a weak second opinion. None: the index has no evidence
-    (no language indexed, or no word any document holds)."""
+    ``threshold`` (None: the opinion's). ``documents``: indexed documents per language;
+    ``frequencies``: per language, the number of its documents holding each word (None: a stop
+    word of the language); ``probabilities``: the second opinion's, counted as ``opinion``
+    says. None: no evidence (no language indexed, or no word any document holds, and the
+    detector is not sure enough alone)."""
+    threshold = opinion.threshold if threshold is None else threshold
     languages = sorted(language for language, count in documents.items() if count > 0)
     if not languages:
         return None
@@ -80,13 +106,13 @@ def decide(
                 (frequency + SMOOTHING) / (documents[language] + 2 * SMOOTHING))
             scores[language] += math.log(probability)
     if not informative:
-        return None
+        return _alone(probabilities, languages, opinion)
     if len(languages) == 1:
         return Detection(languages[0], 1.0, "index")
-    if langdetect:
+    if probabilities:
         for language in languages:
-            scores[language] += LANGDETECT_WEIGHT * math.log(
-                max(langdetect.get(language, 0.0), LANGDETECT_FLOOR))
+            scores[language] += opinion.weight * math.log(
+                max(probabilities.get(language, 0.0), opinion.floor))
     top = max(scores.values())
     weights = {language: math.exp(score - top) for language, score in scores.items()}
     language = max(weights, key=weights.__getitem__)
@@ -96,11 +122,24 @@ def decide(
     return Detection(language, posterior, "index")
 
 
+def _alone(probabilities: dict[str, float] | None, languages: Sequence[str], opinion: Opinion
+           ) -> Detection | None:
+    """The detector's own answer among ``languages`` when it may decide alone and is sure."""
+    if opinion.alone is None or not probabilities:
+        return None
+    language, probability = max(((code, probabilities.get(code, 0.0)) for code in languages),
+                                key=lambda item: item[1])
+    return Detection(language, probability, opinion.detector) if (
+        probability >= opinion.alone) else None
+
+
 def short_query_language(
-    text: str, candidates: Sequence[str], content_type_id: int, using: str, threshold: float
+    text: str, candidates: Sequence[str], content_type_id: int, using: str,
+    threshold: float | None = None, detector: str = "langdetect",
 ) -> Detection | None:
     """:func:`decide` on the model's index for ``text``'s first words among ``candidates`` (the
-    languages with a text search configuration that the index holds); None: no evidence."""
+    languages with a text search configuration that the index holds), with ``detector``'s
+    second opinion; None: no evidence."""
     words = query_words(text)
     languages = [code for code in candidates if code in SEARCH_CONFIGS]
     if not words or len(languages) < 2:
@@ -117,5 +156,6 @@ def short_query_language(
         documents[language] = int(indexed)
         frequencies.setdefault(language, [0] * len(words))
         frequencies[language][position - 1] = None if stop_word else int(holding)
+    opinion = OPINIONS[detector]
     return decide(documents, frequencies, threshold,
-                  _langdetect_probabilities(text, frozenset(languages)))
+                  second_opinion(text, frozenset(languages), detector), opinion)

@@ -8,11 +8,13 @@ the multilingual model and the ``simple`` configuration.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
 import threading
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 # ISO 639-1 -> PostgreSQL text search configuration (those shipped with PostgreSQL).
 SEARCH_CONFIGS: dict[str, str] = {
@@ -183,6 +185,47 @@ def _langdetect_probabilities(text: str, allowed: frozenset[str] | None) -> dict
         code = normalize_code(item.lang)
         probabilities[code] = probabilities.get(code, 0.0) + item.prob
     return probabilities
+
+
+_lingua_lock = threading.Lock()
+_lingua_detectors: dict[frozenset[str], Any] = {}
+
+
+def lingua_installed() -> bool:
+    """Is the optional lingua detector importable?"""
+    return importlib.util.find_spec("lingua") is not None
+
+
+def _lingua_probabilities(text: str, allowed: frozenset[str]) -> dict[str, float]:
+    """lingua's confidence per ``allowed`` language it knows (one detector per set of
+    languages, built once; it loads a language's models on first use)."""
+    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
+    with _lingua_lock:
+        detector = _lingua_detectors.get(allowed)
+        if detector is None:
+            known = [Language.from_iso_code_639_1(getattr(IsoCode639_1, code.upper()))
+                     for code in sorted(allowed) if hasattr(IsoCode639_1, code.upper())]
+            if len(known) < 2:
+                return {}
+            detector = LanguageDetectorBuilder.from_languages(*known).build()
+            _lingua_detectors[allowed] = detector
+    return {value.language.iso_code_639_1.name.lower(): value.value
+            for value in detector.compute_language_confidence_values(text)}
+
+
+def short_text_detector(name: str) -> str:
+    """The detector a ``SHORT_QUERY_DETECTOR`` value means: "auto" is lingua when installed."""
+    if name == "auto":
+        return "lingua" if lingua_installed() else "langdetect"
+    return name
+
+
+def second_opinion(text: str, allowed: frozenset[str], detector: str) -> dict[str, float]:
+    """``detector``'s ("lingua" or "langdetect") probabilities of the ``allowed`` languages."""
+    if detector == "lingua":
+        return _lingua_probabilities(text, allowed)
+    return _langdetect_probabilities(text, allowed)
 
 
 def script_candidates(text: str, allowed: list[str] | frozenset[str]) -> frozenset[str]:

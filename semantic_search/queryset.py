@@ -24,7 +24,7 @@ from django.db.models.sql.constants import INNER
 
 from . import conf, reranking, snippets
 from .evidence import short_query_language
-from .languages import config_language
+from .languages import config_language, short_text_detector
 from .query import SearchPlan, VectorArm, build_search_sql
 from .registry import get_registration
 from .routing import (
@@ -253,9 +253,12 @@ def _index_evidence(content_type_id: int, using: str):
     threshold = conf.get("SHORT_QUERY_EVIDENCE")
     if not threshold:
         return None
+    detector = short_text_detector(conf.get("SHORT_QUERY_DETECTOR"))
+    threshold = None if threshold == "auto" else float(threshold)
 
     def decide(text: str, candidates: tuple[str, ...]):
-        return short_query_language(text, candidates, content_type_id, using, float(threshold))
+        return short_query_language(text, candidates, content_type_id, using, threshold,
+                                    detector)
 
     return decide
 

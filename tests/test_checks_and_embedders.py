@@ -33,6 +33,22 @@ def test_unknown_field_in_a_registration_is_reported():
     assert "semantic_search.E020" not in ids(checks.check_registrations())
 
 
+def test_short_query_detector_settings_are_checked(settings, monkeypatch):
+    from semantic_search import languages
+
+    base = settings.SEMANTIC_SEARCH
+    settings.SEMANTIC_SEARCH = {**base, "SHORT_QUERY_DETECTOR": "lingo"}
+    assert "semantic_search.E001" in ids(checks.check_settings())
+    settings.SEMANTIC_SEARCH = {**base, "SHORT_QUERY_EVIDENCE": 2}
+    assert "semantic_search.E004" in ids(checks.check_settings())
+    settings.SEMANTIC_SEARCH = {**base, "SHORT_QUERY_DETECTOR": "lingua"}
+    assert not ids(checks.check_settings())
+    monkeypatch.setattr(checks, "lingua_installed", lambda: False)
+    assert "semantic_search.E003" in ids(checks.check_settings())
+    monkeypatch.setattr(languages, "lingua_installed", lambda: False)
+    assert languages.short_text_detector("auto") == "langdetect"
+
+
 def test_bad_settings_and_missing_model_package_are_reported(settings, monkeypatch):
     settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "FUSION": "max", "COLOUR": 1}
     assert {"semantic_search.E001", "semantic_search.W001"} <= ids(checks.check_settings())

@@ -1,6 +1,6 @@
 """A short query's language from the index's document frequencies (pure decision)."""
 
-from semantic_search.evidence import decide, query_words
+from semantic_search.evidence import OPINIONS, decide, query_words
 
 DOCUMENTS = {"en": 100, "de": 100, "es": 100}
 
@@ -43,3 +43,32 @@ def test_languages_without_documents_are_not_candidates():
 
 def test_query_words_are_letters_only():
     assert query_words("Photosynthese 2024 -x Zellen!") == ["Photosynthese", "Zellen"]
+
+
+def test_lingua_may_decide_alone_when_no_word_carries_evidence_langdetect_never():
+    lingua = OPINIONS["lingua"]
+    nothing = {"en": [0], "de": [0], "es": [0]}
+    sure = decide(DOCUMENTS, nothing, None, {"de": 0.95, "en": 0.05}, lingua)
+    assert (sure.language, sure.method) == ("de", "lingua")
+    assert decide(DOCUMENTS, nothing, None, {"de": 0.6, "en": 0.4}, lingua) is None
+    assert decide(DOCUMENTS, nothing, None, {"de": 0.95}, OPINIONS["langdetect"]) is None
+
+
+def test_each_detector_brings_its_own_weight_and_threshold():
+    frequencies = {"en": [20], "de": [5], "es": [0]}  # English evidence, not decisive alone
+    for opinion in OPINIONS.values():
+        assert decide(DOCUMENTS, frequencies, None, {}, opinion).language is None
+    # The same lingua confidence tips it (weight 0.5, threshold 0.9), not langdetect's weaker
+    # weight at its stricter threshold.
+    leaning = {"en": 0.9, "de": 0.1}
+    assert decide(DOCUMENTS, frequencies, None, leaning, OPINIONS["lingua"]).language == "en"
+    assert decide(DOCUMENTS, frequencies, None, leaning, OPINIONS["langdetect"]).language is None
+
+
+def test_lingua_probabilities_cover_the_allowed_languages_it_knows():
+    from semantic_search.languages import second_opinion
+
+    probabilities = second_opinion("Siegermächte Besatzungszonen", frozenset({"en", "de", "xx"}),
+                                   "lingua")
+    assert set(probabilities) == {"en", "de"} and probabilities["de"] > 0.9
+    assert second_opinion("rideau", frozenset({"fr"}), "lingua") == {}  # one language: no say

@@ -508,6 +508,22 @@ def test_words_no_document_holds_leave_a_short_query_unsure(corpus):
     assert results.search_route.detection.method == "too-short"
 
 
+def test_lingua_decides_a_short_query_whose_words_no_document_holds(corpus, settings):
+    """With the lingua extra (the test environment has it) a short query in words the index
+    has never seen takes the language lingua is sure of; with langdetect it stays unsure."""
+    from semantic_search import routing
+
+    query = "Wettervorhersage morgen"
+    assert not SearchEntry.objects.filter(search_vector="wettervorhersag").exists()
+    routing.query_languages.clear()
+    results = Article.objects.semantic_search(query)
+    assert (results.search_route.language, results.search_route.detection.method) == (
+        "de", "lingua")
+    settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH, "SHORT_QUERY_DETECTOR": "langdetect"}
+    routing.query_languages.clear()
+    assert Article.objects.semantic_search(query).search_route.language is None
+
+
 def test_query_language_detection_is_cached(monkeypatch):
     from semantic_search import routing
 
