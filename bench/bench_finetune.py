@@ -10,6 +10,9 @@ search (hybrid, routed, floor on) through the evaluation module:
 - before: the packaged all-MiniLM-L6-v2 as the ``english`` embedder;
 - (a) judged: ``semantic_search_finetune english --queries --qrels`` on the other claims (hard
   negatives from today's search);
+- (m) (a) with the multilingual embedder (multilingual-e5-small) instead, and XQuAD by that
+  model alone before and after: each language's questions against its own paragraphs and
+  against the English ones (do other languages lose what English SciFact taught it?);
 - (b) no labels: ``semantic_search_finetune english --fields title:text`` over the corpus alone
   (each abstract's title -> its text; in-batch negatives; ``--max-pairs`` of them, 128 tokens);
 - (c) reranking: ``semantic_search_finetune english --reranker`` on the judged training claims
@@ -69,19 +72,52 @@ def split_claims(qrels_path: Path, share: float, seed: int, work: Path) -> tuple
     return train_path, test_path
 
 
-def use_model(folder: str | None) -> None:
-    """Point the ``english`` embedder at ``folder`` (None: the packaged model)."""
+PACKAGED = {"english": "packaged:all-MiniLM-L6-v2",
+            "multilingual": "packaged:multilingual-e5-small"}
+
+
+def use_model(folder: str | None, embedder: str = "english") -> None:
+    """Point ``embedder`` at ``folder`` (None: the packaged model)."""
     from django.conf import settings
 
     from semantic_search import embedders, versions
 
     embedder_settings = settings.SEMANTIC_SEARCH["EMBEDDERS"]
-    english = {**embedder_settings["english"],
-               "MODEL": folder or "packaged:all-MiniLM-L6-v2"}
+    changed = {**embedder_settings[embedder], "MODEL": folder or PACKAGED[embedder]}
     settings.SEMANTIC_SEARCH = {**settings.SEMANTIC_SEARCH,
-                                "EMBEDDERS": {**embedder_settings, "english": english}}
+                                "EMBEDDERS": {**embedder_settings, embedder: changed}}
     embedders.reset_embedders()
     versions.forget()
+
+
+def xquad_by_model(data: Path, embedder: str, limit: int) -> dict[str, float]:
+    """nDCG@10 of the embedder alone (exact cosine) on XQuAD: each language's first ``limit``
+    questions against its own 240 paragraphs (mono) and against the English ones (L->en)."""
+    import numpy as np
+
+    from semantic_search.beir import ndcg_at
+    from semantic_search.embedders import get_embedder
+
+    model = get_embedder(embedder)
+    scores = {}
+    english, _ = quality.load_xquad(data / "xquad" / "xquad.en.json")
+    english_ids = sorted(english)
+    english_matrix = model.encode_passages([english[i] for i in english_ids])
+    for language in quality.XQUAD_LANGUAGES:
+        paragraphs, questions = quality.load_xquad(data / "xquad" / f"xquad.{language}.json")
+        questions = questions[:limit]
+        ids = sorted(paragraphs)
+        matrix = model.encode_passages([paragraphs[i] for i in ids])
+        vectors = model.encode_queries([text for _, text, _ in questions])
+        for side, (side_ids, side_matrix) in {"mono": (ids, matrix),
+                                              "->en": (english_ids, english_matrix)}.items():
+            if side == "->en" and language == "en":
+                continue
+            similarity = vectors @ side_matrix.T
+            scores[f"{language} {side}"] = float(np.mean([
+                ndcg_at([side_ids[j] for j in np.argsort(-row)[:10]], {pid: 1}, 10)
+                for row, (_, _, pid) in zip(similarity, questions, strict=True)]))
+    return scores
 
 
 def measure(label: str, corpus: Path, queries: Path, qrels: Path,
@@ -125,11 +161,12 @@ def use_reranker(folder: str, blend: float | None = None) -> None:
     reranking.forget()
 
 
-def finetune(output: Path, key: str, *arguments: str, held_out: float = 0.0) -> dict:
+def finetune(output: Path, key: str, *arguments: str, held_out: float = 0.0,
+             embedder: str = "english") -> dict:
     from django.core.management import call_command
 
     started = time.perf_counter()
-    call_command("semantic_search_finetune", "english", "--model",
+    call_command("semantic_search_finetune", embedder, "--model",
                  "semantic_search_evaluation.EvaluationDocument", "--filter", f"corpus={key}",
                  "--id-field", "doc_id", "--output", str(output), "--held-out", str(held_out),
                  "--no-progress", *arguments)
@@ -152,10 +189,12 @@ def main() -> int:
     parser.add_argument("--held-out", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--steps", default="a,b,c", help="which of a, b, c to run")
+    parser.add_argument("--steps", default="a,b,c,m", help="which of a, b, c, m to run")
     parser.add_argument("--max-pairs", type=int, default=1000, help="(b): pairs sampled")
     parser.add_argument("--rerank-top", type=int, nargs="+", default=[20, 50],
                         help="(c): how many first results to rerank")
+    parser.add_argument("--xquad-questions", type=int, default=300,
+                        help="(m): XQuAD questions per language for the multilingual check")
     parser.add_argument("--reranker-held-out", type=float, default=0.2,
                         help="(c): share of the training claims the command keeps to choose "
                              "the blend (never the test claims)")
@@ -170,7 +209,7 @@ def main() -> int:
     folder = args.data / "scifact"
     corpus, queries = folder / "corpus.jsonl", folder / "queries.jsonl"
     key = evaluation.corpus_key(corpus)
-    rows, reports = [], {}
+    rows, reports, xquad_rows = [], {}, []
     steps = set(args.steps.split(","))
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as temporary:
         work = Path(temporary)
@@ -199,6 +238,19 @@ def main() -> int:
                                    test_qrels, tuple(args.rerank_top))
                 rows += [{**row, "label": f"{row['label']} (blend {blend})"}
                          for row in measured[1:]]
+        if "m" in steps:  # (a) with the multilingual embedder, and what XQuAD says of it
+            before = xquad_by_model(args.data, "multilingual", args.xquad_questions)
+            reports["m"] = finetune(work / "judged-e5", key, "--queries", str(queries),
+                                    "--qrels", str(train_qrels), *epochs,
+                                    embedder="multilingual")
+            use_model(str(work / "judged-e5"), "multilingual")
+            after = xquad_by_model(args.data, "multilingual", args.xquad_questions)
+            xquad_rows += [f"| {name} | {before[name]:.4f} | {after[name]:.4f} | "
+                           f"{after[name] - before[name]:+.4f} |" for name in before]
+            print("\n".join(xquad_rows), flush=True)
+            rows += measure("(a) multilingual-e5-small fine-tuned on judged claims", corpus,
+                            queries, test_qrels)
+            use_model(None, "multilingual")
         if "b" in steps:
             reports["b"] = finetune(work / "fields", key, "--fields", "title:text",
                                     "--hard-negatives", "0", "--max-pairs", str(args.max_pairs),
@@ -223,6 +275,11 @@ def main() -> int:
                      f"{report['seconds'] / 60:.1f} | {report['peak_rss_mb']:.0f} MB |")
     lines += [f"({name}) {report['blend']}" for name, report in reports.items()
               if "blend" in report]
+    if xquad_rows:
+        lines += ["", f"XQuAD, multilingual-e5-small alone (exact cosine, first "
+                  f"{args.xquad_questions} questions per language), before and after (m):", "",
+                  "| questions -> paragraphs | nDCG@10 before | after | change |",
+                  "|---|---|---|---|", *xquad_rows]
     lines += ["", f"{time.perf_counter() - started:.0f} s"]
     quality.save_report(args.out, "finetune.txt", lines)
     return 0
