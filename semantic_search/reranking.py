@@ -10,10 +10,10 @@ The results stay a queryset of the model: slicing, pagination, ``values()``.
 
 The top ``TOP_N`` are ordered by a blend of the two stages, ``(1 - BLEND) x fused + BLEND x
 cross-encoder``, each min-max scaled over those objects (``search_rerank_score``). A reranker
-trained by the command carries the weight that did best on its held-out queries (0 when it
-never beat the fused order there: a weak reranker cannot make results worse than the first
-stage on the data it was checked on); ``BLEND`` in the setting overrides it; other
-cross-encoders get 1 (their order alone).
+trained by the command carries the weight that did best on its held-out queries, when it beat
+the fused order there beyond noise (training.choose_blend), else 0: a weak reranker then leaves
+the first stage's order; ``BLEND`` in the setting overrides it; other cross-encoders get 1
+(their order alone).
 
 A reranker that cannot be loaded or fails to score logs a warning and leaves the fused order
 (and is not tried again for ``RETRY_SECONDS``).

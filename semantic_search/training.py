@@ -384,26 +384,42 @@ class RerankedQuery:
     relevant: frozenset[str]
 
 
-def blend_ndcg(queries: Sequence[RerankedQuery], weight: float) -> float:
-    """Mean nDCG@10 of the queries' objects ordered by the blend at ``weight``."""
+def blend_ndcgs(queries: Sequence[RerankedQuery], weight: float) -> list[float]:
+    """Each query's nDCG@10 with its objects ordered by the blend at ``weight``."""
     from .reranking import blend
 
-    total = 0.0
+    values = []
     for query in queries:
         keys = blend(query.fused, query.reranked, weight)
         order = sorted(range(len(query.ids)), key=lambda i: (-keys[i], i))
-        total += ndcg_at([query.ids[i] for i in order], dict.fromkeys(query.relevant, 1), 10)
-    return total / len(queries) if queries else math.nan
+        values.append(ndcg_at([query.ids[i] for i in order], dict.fromkeys(query.relevant, 1),
+                              10))
+    return values
 
 
-def choose_blend(queries: Sequence[RerankedQuery]) -> tuple[float, dict[float, float]]:
-    """The grid weight with the best held-out nDCG@10 (the smallest of equals: the first
-    stage is trusted unless the reranker beats it), and every weight's nDCG@10."""
-    scores = {weight: blend_ndcg(queries, weight) for weight in BLEND_GRID}
+# A blend must beat the fused order in this share of bootstrap resamples of the held-out
+# queries: a gain a few queries make (noise on a small held-out set) does not count.
+BLEND_CONFIDENCE = 0.95
+BOOTSTRAP_SAMPLES = 1000
+
+
+def choose_blend(queries: Sequence[RerankedQuery], seed: int = 13
+                 ) -> tuple[float, dict[float, float]]:
+    """The grid weight with the best held-out nDCG@10, if it beats the fused order (weight 0)
+    in BLEND_CONFIDENCE of bootstrap resamples of the queries, else 0 (the first stage is
+    trusted unless the reranker clearly beats it); and every weight's mean nDCG@10."""
+    per_query = {weight: blend_ndcgs(queries, weight) for weight in BLEND_GRID}
+    scores = {weight: sum(values) / len(values) if values else math.nan
+              for weight, values in per_query.items()}
     if not queries:
         return 1.0, scores
     best = max(scores.values())
-    return min(w for w, value in scores.items() if value >= best - 1e-12), scores
+    weight = min(w for w, value in scores.items() if value >= best - 1e-12)
+    gains = [after - before for after, before in zip(per_query[weight], per_query[0.0],
+                                                     strict=True)]
+    rng = random.Random(seed)
+    wins = sum(sum(rng.choices(gains, k=len(gains))) > 0 for _ in range(BOOTSTRAP_SAMPLES))
+    return (weight if wins >= BLEND_CONFIDENCE * BOOTSTRAP_SAMPLES else 0.0), scores
 
 
 def peak_rss_mb() -> float:

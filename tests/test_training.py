@@ -189,6 +189,13 @@ def test_the_blend_trusts_the_first_stage_unless_the_reranker_beats_it_on_held_o
     weight, scores = training.choose_blend([right])
     assert weight > 0.5 and scores[weight] == 1.0 > scores[0.0]
     assert training.choose_blend([])[0] == 1.0
+    # A mean gain that rests on one of two queries (the other loses) is not trusted.
+    helped = training.RerankedQuery(ids, fused, (0.0, 1.0, 2.0), frozenset({"c"}))
+    hurt = training.RerankedQuery(ids, fused, (1.0, 0.0, 2.0), frozenset({"a"}))
+    weight, scores = training.choose_blend([helped, hurt])
+    assert scores[1.0] > scores[0.0] and weight == 0.0
+    weight, _ = training.choose_blend([helped, hurt] + [right] * 8)
+    assert weight > 0.5
 
 
 def test_a_reranker_that_cannot_load_keeps_the_fused_order(books, settings, caplog):
