@@ -87,12 +87,15 @@ def _rerank(state: SearchState, search: SQL, top_n: int, connection, using: str
     kept = [i for i in ids if i in by_text]
     registration = get_registration(model)
     settings = reranking.options()
-    scores = reranking.scores(state.query, [registration.document(by_text[i]).text
-                                            for i in kept], settings)
+    weight = reranking.blend_weight(settings)
+    if weight == 0:  # the reranker has no say: no need to run it
+        scores = [0.0] * len(kept)
+    else:
+        scores = reranking.scores(state.query, [registration.document(by_text[i]).text
+                                                for i in kept], settings)
     if scores is None:
         return {}
-    blended = reranking.blend([fused[i] for i in kept], scores,
-                              reranking.blend_weight(settings))
+    blended = reranking.blend([fused[i] for i in kept], scores, weight)
     return dict(zip(kept, blended, strict=True))
 
 

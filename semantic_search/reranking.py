@@ -47,6 +47,7 @@ MAX_CHARS = 4000
 _lock = threading.Lock()
 _models: dict[str, Any] = {}
 _failed: dict[str, float] = {}
+_warned: set[str] = set()
 
 
 def options() -> dict[str, Any]:
@@ -90,9 +91,15 @@ def blend_weight(settings: dict[str, Any]) -> float:
 
     marker = Path(resolve_model(str(settings["MODEL"]))) / MARKER
     try:
-        return float(json.loads(marker.read_text(encoding="utf-8"))["blend"])
+        weight = float(json.loads(marker.read_text(encoding="utf-8"))["blend"])
     except (OSError, ValueError, KeyError, TypeError):  # not ours, or trained before blends
         return 1.0
+    if weight == 0 and str(marker) not in _warned:
+        _warned.add(str(marker))
+        logger.warning("semantic_search: reranker %r did not beat the fused order on its "
+                       "held-out queries (blend 0 in %s): rerank=True keeps the fused order",
+                       str(settings["MODEL"]), marker)
+    return weight
 
 
 def _load(settings: dict[str, Any]):
@@ -150,3 +157,4 @@ def forget() -> None:
     with _lock:
         _models.clear()
         _failed.clear()
+        _warned.clear()
