@@ -262,7 +262,7 @@ def main() -> int:
     lines = quality.header("scifact", DATABASE, [Path(sys.executable).name, *sys.argv])
     lines += ["", f"Test: {rows[0]['queries']} held-out SciFact training claims (seed "
               f"{args.seed}, share {args.held_out}); default search (hybrid, routed, floor on).",
-              "", "| english embedder | nDCG@10 | Recall@100 | ms per query | re-embedding the "
+              "", "| embedders | nDCG@10 | Recall@100 | ms per query | re-embedding the "
               "corpus |", "|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['label']} | {row['ndcg@10']:.4f} | {row['recall@100']:.4f} | "
