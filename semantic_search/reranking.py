@@ -47,7 +47,7 @@ MAX_CHARS = 4000
 _lock = threading.Lock()
 _models: dict[str, Any] = {}
 _failed: dict[str, float] = {}
-_warned: set[str] = set()
+_blends: dict[str, float] = {}
 
 
 def options() -> dict[str, Any]:
@@ -84,21 +84,32 @@ def blend(fused: Sequence[float], reranked: Sequence[float], weight: float) -> l
 
 
 def blend_weight(settings: dict[str, Any]) -> float:
-    """The setting's ``BLEND``, else the weight a trained reranker's folder carries, else 1."""
+    """The setting's ``BLEND``, else the weight a trained reranker's folder carries (read once
+    per process), else 1."""
     if settings["BLEND"] is not None:
         return float(settings["BLEND"])
+    key = str(settings["MODEL"])
+    with _lock:
+        if key in _blends:
+            return _blends[key]
+    weight = _folder_blend(key)
+    with _lock:
+        _blends[key] = weight
+    return weight
+
+
+def _folder_blend(model: str) -> float:
     from .embedders import resolve_model
 
-    marker = Path(resolve_model(str(settings["MODEL"]))) / MARKER
+    marker = Path(resolve_model(model)) / MARKER
     try:
         weight = float(json.loads(marker.read_text(encoding="utf-8"))["blend"])
     except (OSError, ValueError, KeyError, TypeError):  # not ours, or trained before blends
         return 1.0
-    if weight == 0 and str(marker) not in _warned:
-        _warned.add(str(marker))
+    if weight == 0:
         logger.warning("semantic_search: reranker %r did not beat the fused order on its "
                        "held-out queries (blend 0 in %s): rerank=True keeps the fused order",
-                       str(settings["MODEL"]), marker)
+                       model, marker)
     return weight
 
 
@@ -157,4 +168,4 @@ def forget() -> None:
     with _lock:
         _models.clear()
         _failed.clear()
-        _warned.clear()
+        _blends.clear()
