@@ -196,21 +196,28 @@ def lingua_installed() -> bool:
     return importlib.util.find_spec("lingua") is not None
 
 
+# Codes lingua knows under another name (Norwegian: Bokmål).
+_LINGUA_CODES = {"no": "nb"}
+
+
 def _lingua_probabilities(text: str, allowed: frozenset[str]) -> dict[str, float]:
     """lingua's confidence per ``allowed`` language it knows (one detector per set of
     languages, built once; it loads a language's models on first use)."""
     from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
 
+    ours: dict[str, str] = {}  # lingua's code -> ours ("nb" stays "nb" if both are allowed)
+    for code in sorted(allowed):
+        ours.setdefault(_LINGUA_CODES.get(code, code), code)
     with _lingua_lock:
         detector = _lingua_detectors.get(allowed)
         if detector is None:
             known = [Language.from_iso_code_639_1(getattr(IsoCode639_1, code.upper()))
-                     for code in sorted(allowed) if hasattr(IsoCode639_1, code.upper())]
+                     for code in ours if hasattr(IsoCode639_1, code.upper())]
             if len(known) < 2:
                 return {}
             detector = LanguageDetectorBuilder.from_languages(*known).build()
             _lingua_detectors[allowed] = detector
-    return {value.language.iso_code_639_1.name.lower(): value.value
+    return {ours[value.language.iso_code_639_1.name.lower()]: value.value
             for value in detector.compute_language_confidence_values(text)}
 
 

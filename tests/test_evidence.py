@@ -72,3 +72,6 @@ def test_lingua_probabilities_cover_the_allowed_languages_it_knows():
                                    "lingua")
     assert set(probabilities) == {"en", "de"} and probabilities["de"] > 0.9
     assert second_opinion("rideau", frozenset({"fr"}), "lingua") == {}  # one language: no say
+    norwegian = second_opinion("Hvor mange innbyggere har byen", frozenset({"no", "da", "sv"}),
+                               "lingua")  # lingua calls Norwegian "nb"
+    assert set(norwegian) == {"no", "da", "sv"} and max(norwegian, key=norwegian.get) == "no"
