@@ -73,24 +73,17 @@ def development_set(data: Path) -> list[tuple[str, str, str]]:
     return items
 
 
-def langdetect_alone(text: str, candidates: tuple[str, ...], threshold: float) -> str | None:
-    from semantic_search.languages import _langdetect_probabilities
+def alone(detector: str, text: str, candidates: tuple[str, ...], threshold: float
+          ) -> str | None:
+    """``detector``'s best language among the candidates if its probability reaches
+    ``threshold``."""
+    from semantic_search.languages import second_opinion
 
-    probabilities = _langdetect_probabilities(text, frozenset(candidates))
+    probabilities = second_opinion(text, frozenset(candidates), detector)
     if not probabilities:
         return None
     language, probability = max(probabilities.items(), key=lambda item: item[1])
     return language if probability >= threshold and language in candidates else None
-
-
-def lingua_alone(text: str, candidates: tuple[str, ...], threshold: float) -> str | None:
-    from semantic_search.languages import second_opinion
-
-    probabilities = second_opinion(text, frozenset(candidates), "lingua")
-    if not probabilities:
-        return None
-    language, probability = max(probabilities.items(), key=lambda item: item[1])
-    return language if probability >= threshold else None
 
 
 # Index evidence with each detector as its second opinion (SHORT_QUERY_DETECTOR), then each
@@ -124,8 +117,8 @@ def detection_rows(items, content_type_id: int) -> list[str]:
             query_languages.clear()
             answers.append(route(text, indexed_languages=indexed,
                                  evidence=evidence[detector]).language)
-        answers += [lingua_alone(text, LANGUAGES, threshold),
-                    langdetect_alone(text, LANGUAGES, threshold)]
+        answers += [alone(detector, text, LANGUAGES, threshold)
+                    for detector in ("lingua", "langdetect")]
         for method, answer in zip(METHODS, answers, strict=True):
             for part in ("all", "odd") if number % 2 else ("all",):
                 tally = tallies.setdefault((part, kind, method), [0, 0, 0])

@@ -32,29 +32,19 @@ def collect(data: Path) -> list[tuple]:
     """(kind, language, documents, frequencies, lingua's probabilities) per item."""
     import bench_short_queries as short
     from django.contrib.contenttypes.models import ContentType
-    from django.db import connection
 
     from semantic_search import evidence
     from semantic_search.contrib.evaluation.models import EvaluationDocument
-    from semantic_search.languages import SEARCH_CONFIGS, second_opinion
+    from semantic_search.languages import second_opinion
 
     content_type = ContentType.objects.get_for_model(EvaluationDocument).id
-    languages = list(short.LANGUAGES)
     rows = []
     for kind, language, text in short.development_set(data):
         words = evidence.query_words(text)
-        documents, frequencies = {}, {}
-        if words:
-            with connection.cursor() as cursor:
-                cursor.execute(evidence._FREQUENCIES, {
-                    "content_type": content_type, "languages": languages,
-                    "configs": [SEARCH_CONFIGS[code] for code in languages], "words": words})
-                for code, position, indexed, holding, stop_word in cursor.fetchall():
-                    documents[code] = int(indexed)
-                    frequencies.setdefault(code, [0] * len(words))
-                    frequencies[code][position - 1] = None if stop_word else int(holding)
+        documents, frequencies = evidence.index_frequencies(
+            words, short.LANGUAGES, content_type, "default") if words else ({}, {})
         rows.append((kind, language, documents, frequencies,
-                     second_opinion(text, frozenset(languages), "lingua")))
+                     second_opinion(text, frozenset(short.LANGUAGES), "lingua")))
     return rows
 
 

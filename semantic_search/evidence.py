@@ -144,10 +144,20 @@ def short_query_language(
     languages = [code for code in candidates if code in SEARCH_CONFIGS]
     if not words or len(languages) < 2:
         return None
+    documents, frequencies = index_frequencies(words, languages, content_type_id, using)
+    return decide(documents, frequencies, threshold,
+                  second_opinion(text, frozenset(languages), detector), OPINIONS[detector])
+
+
+def index_frequencies(
+    words: Sequence[str], languages: Sequence[str], content_type_id: int, using: str
+) -> tuple[dict[str, int], dict[str, list[int | None]]]:
+    """:func:`decide`'s ``documents`` and ``frequencies`` for ``words`` from the model's index,
+    each word read with each language's configuration."""
     with connections[using].cursor() as cursor:
         cursor.execute(_FREQUENCIES, {
-            "content_type": content_type_id, "languages": languages,
-            "configs": [SEARCH_CONFIGS[code] for code in languages], "words": words,
+            "content_type": content_type_id, "languages": list(languages),
+            "configs": [SEARCH_CONFIGS[code] for code in languages], "words": list(words),
         })
         rows = cursor.fetchall()
     documents: dict[str, int] = {}
@@ -156,6 +166,4 @@ def short_query_language(
         documents[language] = int(indexed)
         frequencies.setdefault(language, [0] * len(words))
         frequencies[language][position - 1] = None if stop_word else int(holding)
-    opinion = OPINIONS[detector]
-    return decide(documents, frequencies, threshold,
-                  second_opinion(text, frozenset(languages), detector), opinion)
+    return documents, frequencies

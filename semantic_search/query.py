@@ -423,13 +423,16 @@ def _reference_cte(
         )
 
     shifted = _shifted_distance(shift)
-    if shared:
-        gate = reach = levels(SQL(f"scan_{index}"), shifted)
-    else:
-        gate = levels(compose("({scan})", scan=unfiltered_scan), shifted)
-        reach = levels(SQL(f"hits_{index}"), shifted)
-        if object_filter is not None:  # vector_N holds the exact ranking's shifted distances
-            reach = _gated(reach, levels(SQL(f"vector_{index}"), SQL("r.distance")))
+    if shared:  # the arm returns from the unfiltered scan: one set of levels serves both
+        return compose(
+            "reference_{index} AS MATERIALIZED (SELECT g.best, g.background,"
+            " g.best AS reach_best, g.background AS reach_background FROM ({gate}) g)",
+            index=SQL(str(index)), gate=levels(SQL(f"scan_{index}"), shifted),
+        )
+    gate = levels(compose("({scan})", scan=unfiltered_scan), shifted)
+    reach = levels(SQL(f"hits_{index}"), shifted)
+    if object_filter is not None:  # vector_N holds the exact ranking's shifted distances
+        reach = _gated(reach, levels(SQL(f"vector_{index}"), SQL("r.distance")))
     return compose(
         "reference_{index} AS MATERIALIZED (SELECT g.best, g.background,"
         " h.best AS reach_best, h.background AS reach_background"
