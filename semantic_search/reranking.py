@@ -113,7 +113,8 @@ def _folder_blend(model: str) -> float:
     return weight
 
 
-def _load(settings: dict[str, Any]):
+def load(settings: dict[str, Any]):
+    """The cross-encoder ``settings`` name, loaded as searches load it."""
     from sentence_transformers import CrossEncoder
 
     from .embedders import resolve_model
@@ -132,7 +133,7 @@ def get_reranker(settings: dict[str, Any]):
         if time.monotonic() - _failed.get(key, -RETRY_SECONDS) < RETRY_SECONDS:
             return None
     try:
-        model = _load(settings)
+        model = load(settings)
     except Exception as error:  # any loading failure: fused order, not an error page
         logger.warning("semantic_search: reranker %r not loaded (%s); results keep the fused "
                        "order", key, error)
@@ -153,13 +154,18 @@ def scores(query: str, texts: Sequence[str], settings: dict[str, Any] | None = N
     if model is None or not texts:
         return None
     try:
-        predicted = model.predict([(query, text[:MAX_CHARS]) for text in texts],
-                                  batch_size=int(settings["BATCH_SIZE"]),
-                                  show_progress_bar=False, convert_to_numpy=True)
+        return predict(model, query, texts, settings)
     except Exception as error:  # a failing model: fused order
         logger.warning("semantic_search: reranking failed (%s); results keep the fused order",
                        error)
         return None
+
+
+def predict(model, query: str, texts: Sequence[str], settings: dict[str, Any]) -> list[float]:
+    """``model``'s score of each (query, text), texts cut at MAX_CHARS, in BATCH_SIZE batches."""
+    predicted = model.predict([(query, text[:MAX_CHARS]) for text in texts],
+                              batch_size=int(settings["BATCH_SIZE"]),
+                              show_progress_bar=False, convert_to_numpy=True)
     return [float(value) for value in predicted]
 
 

@@ -160,25 +160,24 @@ class Command(BaseCommand):
     def _choose_blend(self, output, held_out, documents, queryset, id_field) -> None:
         """Score the held-out queries' first stage with the trained reranker, and write the
         blend weight that ranks them best into the folder's marker (reranking.blend)."""
-        from sentence_transformers import CrossEncoder
-
         from semantic_search import reranking
 
         marker_path = output / training.MARKER
         marker = json.loads(marker_path.read_text(encoding="utf-8"))
-        top_n = int((conf.get("RERANKER") or {}).get("TOP_N", reranking.DEFAULTS["TOP_N"]))
-        model = CrossEncoder(str(output), device="cpu", local_files_only=True)
+        # Scored as searches will score them (the RERANKER setting's TOP_N, lengths, batches).
+        settings = {**reranking.DEFAULTS, **(conf.get("RERANKER") or {}),
+                    "MODEL": str(output), "LOCAL_FILES_ONLY": True}
+        top_n = int(settings["TOP_N"])
+        model = reranking.load(settings)
         queries = []
         for _, anchor, relevant in training.held_out_queries(held_out):
             hits = list(queryset.semantic_search(anchor).values_list(id_field, "search_score")
                         [:top_n])
             ids = [str(key) for key, _ in hits]
-            texts = [documents.get(key, "")[: reranking.MAX_CHARS] for key in ids]
-            scores = model.predict([(anchor, text) for text in texts], show_progress_bar=False,
-                                   convert_to_numpy=True) if ids else []
+            scores = reranking.predict(model, anchor, [documents.get(key, "") for key in ids],
+                                       settings) if ids else []
             queries.append(training.RerankedQuery(
-                tuple(ids), tuple(float(score) for _, score in hits),
-                tuple(float(score) for score in scores), relevant,
+                tuple(ids), tuple(float(score) for _, score in hits), tuple(scores), relevant,
             ))
         weight, by_weight = training.choose_blend(queries)
         marker.update(blend=weight, held_out_ndcg=by_weight, held_out_queries=len(queries))
